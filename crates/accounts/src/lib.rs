@@ -1,0 +1,309 @@
+//! User accounts: creation, password changes and verification.
+//!
+//! Passwords are stored as argon2id hashes. Beside each hash the NT hash
+//! (MD4 of the UTF-16LE password, MS-NLMP) is kept, sealed with ChaCha20-Poly1305
+//! under a key that lives in the data directory (`secret.key`, mode 0600) and bound to
+//! the user's URI, so SIP NTLM authentication can be offered without a password reset.
+//! A copy of the database alone reveals neither.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use md4::{Digest, Md4};
+use presence_model::{Timestamp, UserUri};
+use presence_store::{Account, Store, StoreError};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Name of the sealing key file in the data directory.
+pub const KEY_FILE: &str = "secret.key";
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest accepted display name, in bytes.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 256;
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("user {0} already exists")]
+    Exists(UserUri),
+    #[error("no such user {0}")]
+    NotFound(UserUri),
+    #[error("the password must be 1 to {MAX_PASSWORD_BYTES} bytes")]
+    BadPassword,
+    #[error("the display name must be at most {MAX_DISPLAY_NAME_BYTES} bytes")]
+    BadDisplayName,
+    #[error("the sealing key {path} is unusable: {reason}")]
+    Key { path: String, reason: String },
+    #[error("sealed credentials of {0} cannot be opened with this data directory's key")]
+    Unseal(UserUri),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What callers may know about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub uri: UserUri,
+    pub display_name: String,
+    pub created: Timestamp,
+}
+
+impl From<&Account> for AccountInfo {
+    fn from(a: &Account) -> Self {
+        AccountInfo {
+            uri: a.uri.clone(),
+            display_name: a.display_name.clone(),
+            created: a.created,
+        }
+    }
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    cipher: ChaCha20Poly1305,
+    /// Verified against when the user does not exist, so an unknown user costs the
+    /// same time as a wrong password.
+    dummy_hash: String,
+}
+
+fn load_or_create_key(data_dir: &Path) -> Result<[u8; 32], AccountError> {
+    let path = data_dir.join(KEY_FILE);
+    let err = |reason: String| AccountError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| err(format!("expected 32 bytes, found {}", b.len()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            write_private(&path, &key).map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// MD4 of the UTF-16LE password: the NT one-way function of MS-NLMP.
+pub fn nt_hash(password: &str) -> [u8; 16] {
+    let utf16: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    Md4::digest(&utf16).into()
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        return Err(AccountError::BadPassword);
+    }
+    Ok(())
+}
+
+fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(chrono::Utc::now().timestamp_millis())
+}
+
+impl Accounts {
+    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AccountError> {
+        let key = load_or_create_key(data_dir)?;
+        Ok(Accounts {
+            store,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            dummy_hash: hash_password("presenced-dummy-password"),
+        })
+    }
+
+    fn seal(&self, uri: &UserUri, secret: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad: uri.as_str().as_bytes() })
+            .expect("sealing cannot fail");
+        [nonce.as_slice(), &sealed].concat()
+    }
+
+    pub fn add(&self, uri: &UserUri, display_name: &str, password: &str) -> Result<AccountInfo, AccountError> {
+        check_password(password)?;
+        if display_name.len() > MAX_DISPLAY_NAME_BYTES {
+            return Err(AccountError::BadDisplayName);
+        }
+        let account = Account {
+            uri: uri.clone(),
+            display_name: display_name.to_string(),
+            password_hash: hash_password(password),
+            nt_hash_sealed: self.seal(uri, &nt_hash(password)),
+            created: now(),
+        };
+        if !self.store.insert_account(&account)? {
+            return Err(AccountError::Exists(uri.clone()));
+        }
+        Ok(AccountInfo::from(&account))
+    }
+
+    pub fn set_password(&self, uri: &UserUri, password: &str) -> Result<(), AccountError> {
+        check_password(password)?;
+        let mut account = self
+            .store
+            .account(uri)?
+            .ok_or_else(|| AccountError::NotFound(uri.clone()))?;
+        account.password_hash = hash_password(password);
+        account.nt_hash_sealed = self.seal(uri, &nt_hash(password));
+        if !self.store.update_account(&account)? {
+            return Err(AccountError::NotFound(uri.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, uri: &UserUri) -> Result<(), AccountError> {
+        if self.store.delete_account(uri)? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound(uri.clone()))
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<AccountInfo>, AccountError> {
+        Ok(self.store.accounts()?.iter().map(AccountInfo::from).collect())
+    }
+
+    pub fn get(&self, uri: &UserUri) -> Result<Option<AccountInfo>, AccountError> {
+        Ok(self.store.account(uri)?.as_ref().map(AccountInfo::from))
+    }
+
+    /// Checks a password. Unknown users and wrong passwords both answer `Ok(None)`
+    /// after the same argon2 work. This is CPU-heavy: call it off the async runtime.
+    pub fn verify(&self, user: &str, password: &str) -> Result<Option<AccountInfo>, AccountError> {
+        let account = match UserUri::parse(user) {
+            Ok(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(&uri)?,
+            _ => None,
+        };
+        let hash = account.as_ref().map_or(self.dummy_hash.as_str(), |a| &a.password_hash);
+        let ok = PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        Ok(match account {
+            Some(a) if ok => Some(AccountInfo::from(&a)),
+            _ => None,
+        })
+    }
+
+    /// The NT hash of the user's password, for SIP NTLM. `None` for unknown users.
+    pub fn nt_hash(&self, uri: &UserUri) -> Result<Option<[u8; 16]>, AccountError> {
+        let Some(account) = self.store.account(uri)? else {
+            return Ok(None);
+        };
+        let sealed = &account.nt_hash_sealed;
+        if sealed.len() < NONCE_LEN {
+            return Err(AccountError::Unseal(uri.clone()));
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: uri.as_str().as_bytes() })
+            .map_err(|_| AccountError::Unseal(uri.clone()))?;
+        plain
+            .try_into()
+            .map(Some)
+            .map_err(|_| AccountError::Unseal(uri.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_store::SqliteStore;
+
+    fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let accounts = Accounts::open(store.clone(), dir.path()).unwrap();
+        (dir, store, accounts)
+    }
+
+    #[test]
+    fn nt_hash_matches_ms_nlmp_vector() {
+        // MS-NLMP 4.2.1: NTOWFv1("Password") = a4f49c406510bdcab6824ee7c30fd852
+        let h = nt_hash("Password");
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "a4f49c406510bdcab6824ee7c30fd852");
+    }
+
+    #[test]
+    fn add_verify_change_remove() {
+        let (dir, store, accounts) = setup();
+        let alice = UserUri::parse("alice@example.com").unwrap();
+        accounts.add(&alice, "Alice", "s3cret").unwrap();
+        assert!(matches!(accounts.add(&alice, "A", "x"), Err(AccountError::Exists(_))));
+        assert_eq!(accounts.verify("sip:Alice@example.com", "s3cret").unwrap().unwrap().display_name, "Alice");
+        assert_eq!(accounts.verify("alice@example.com", "wrong").unwrap(), None);
+        assert_eq!(accounts.verify("nobody@example.com", "s3cret").unwrap(), None);
+        assert_eq!(accounts.verify("not a uri", "s3cret").unwrap(), None);
+        assert_eq!(accounts.nt_hash(&alice).unwrap(), Some(nt_hash("s3cret")));
+
+        accounts.set_password(&alice, "n3w").unwrap();
+        assert!(accounts.verify("alice@example.com", "s3cret").unwrap().is_none());
+        assert!(accounts.verify("alice@example.com", "n3w").unwrap().is_some());
+        assert_eq!(accounts.nt_hash(&alice).unwrap(), Some(nt_hash("n3w")));
+
+        // The stored record holds neither the password nor the plain NT hash.
+        let raw = store.account(&alice).unwrap().unwrap();
+        assert!(!raw.password_hash.contains("n3w"));
+        assert!(raw.password_hash.starts_with("$argon2id$"));
+        let plain = nt_hash("n3w");
+        assert!(!raw.nt_hash_sealed.windows(16).any(|w| w == plain));
+
+        // Another data directory's key cannot open it.
+        let other = tempfile::tempdir().unwrap();
+        let foreign = Accounts::open(store.clone(), other.path()).unwrap();
+        assert!(matches!(foreign.nt_hash(&alice), Err(AccountError::Unseal(_))));
+
+        // Reopening with the same directory keeps the key.
+        let again = Accounts::open(store.clone(), dir.path()).unwrap();
+        assert_eq!(again.nt_hash(&alice).unwrap(), Some(nt_hash("n3w")));
+
+        accounts.remove(&alice).unwrap();
+        assert!(matches!(accounts.remove(&alice), Err(AccountError::NotFound(_))));
+        assert!(accounts.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn password_limits() {
+        let (_dir, _store, accounts) = setup();
+        let u = UserUri::parse("bob@example.com").unwrap();
+        assert!(matches!(accounts.add(&u, "B", ""), Err(AccountError::BadPassword)));
+        let long = "p".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(accounts.add(&u, "B", &long), Err(AccountError::BadPassword)));
+        accounts.add(&u, "B", &"p".repeat(MAX_PASSWORD_BYTES)).unwrap();
+    }
+}

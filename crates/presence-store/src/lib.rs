@@ -1,0 +1,66 @@
+//! The store port: where durable presence data and user accounts live.
+//!
+//! The unit of storage is one *presentity document* (containers, durable category
+//! instances, subscriber list), written whole after every durable change and before
+//! the change is acknowledged. That shape maps one-to-one onto a key-value store with
+//! per-key revisions, which is how the NATS JetStream back end of cluster mode will
+//! keep it (one KV key per presentity, written with an expected revision). The embedded
+//! default is [`SqliteStore`].
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use presence_model::document::DocRecord;
+use presence_model::{Timestamp, UserUri};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored record for {uri} is corrupt: {reason}")]
+    Corrupt { uri: String, reason: String },
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A user account. Secrets are stored only as an argon2id hash (HTTP sign-in) and an
+/// NT hash sealed with the server's data key (what SIP NTLM authentication needs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uri: UserUri,
+    pub display_name: String,
+    pub password_hash: String,
+    pub nt_hash_sealed: Vec<u8>,
+    pub created: Timestamp,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("uri", &self.uri)
+            .field("display_name", &self.display_name)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError>;
+    fn load_presentity(&self, uri: &UserUri) -> Result<Option<DocRecord>, StoreError>;
+    /// Writes documents durably (all or none) before returning.
+    fn save_presentities(&self, records: &[DocRecord]) -> Result<(), StoreError>;
+    fn delete_presentity(&self, uri: &UserUri) -> Result<(), StoreError>;
+
+    /// Inserts a new account; `false` if the user already exists.
+    fn insert_account(&self, account: &Account) -> Result<bool, StoreError>;
+    /// Replaces an existing account; `false` if there is none.
+    fn update_account(&self, account: &Account) -> Result<bool, StoreError>;
+    fn account(&self, uri: &UserUri) -> Result<Option<Account>, StoreError>;
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Deletes the account and its presentity document; `false` if there was none.
+    fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,239 @@
+//! SQLite store: one file in the data directory, WAL journal, `synchronous=FULL` so a
+//! committed write survives power loss and `kill -9`. Several processes may open it at
+//! once (the `user` subcommands while the server runs); SQLite's locking and a busy
+//! timeout serialise them.
+
+use crate::{Account, Store, StoreError};
+use parking_lot::Mutex;
+use presence_model::document::DocRecord;
+use presence_model::{Timestamp, UserUri};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::Duration;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "presenced.sqlite3";
+/// How long a writer waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS accounts (
+                     uri TEXT PRIMARY KEY,
+                     display_name TEXT NOT NULL,
+                     password_hash TEXT NOT NULL,
+                     nt_hash_sealed BLOB NOT NULL,
+                     created_ms INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS presentities (
+                     uri TEXT PRIMARY KEY,
+                     revision INTEGER NOT NULL,
+                     doc TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn decode_doc(uri: String, doc: String) -> Result<DocRecord, StoreError> {
+    serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
+        uri,
+        reason: e.to_string(),
+    })
+}
+
+fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Account)> {
+    let uri: String = row.get(0)?;
+    let parsed = UserUri::parse(&uri).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok((
+        uri,
+        Account {
+            uri: parsed,
+            display_name: row.get(1)?,
+            password_hash: row.get(2)?,
+            nt_hash_sealed: row.get(3)?,
+            created: Timestamp::from_millis(row.get(4)?),
+        },
+    ))
+}
+
+const ACCOUNT_COLUMNS: &str = "uri, display_name, password_hash, nt_hash_sealed, created_ms";
+
+impl Store for SqliteStore {
+    fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT uri, doc FROM presentities")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|row| {
+            let (uri, doc) = row?;
+            decode_doc(uri, doc)
+        })
+        .collect()
+    }
+
+    fn load_presentity(&self, uri: &UserUri) -> Result<Option<DocRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let doc: Option<String> = conn
+            .query_row(
+                "SELECT doc FROM presentities WHERE uri = ?1",
+                [uri.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        doc.map(|d| decode_doc(uri.to_string(), d)).transpose()
+    }
+
+    fn save_presentities(&self, records: &[DocRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO presentities (uri, revision, doc) VALUES (?1, 1, ?2)
+                 ON CONFLICT(uri) DO UPDATE SET doc = excluded.doc, revision = revision + 1",
+            )?;
+            for record in records {
+                let doc = serde_json::to_string(record).expect("documents serialise");
+                stmt.execute(params![record.uri.as_str(), doc])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_presentity(&self, uri: &UserUri) -> Result<(), StoreError> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM presentities WHERE uri = ?1", [uri.as_str()])?;
+        Ok(())
+    }
+
+    fn insert_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let n = self.conn.lock().execute(
+            &format!("INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed, a.created.millis()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let n = self.conn.lock().execute(
+            "UPDATE accounts SET display_name = ?2, password_hash = ?3, nt_hash_sealed = ?4 WHERE uri = ?1",
+            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn account(&self, uri: &UserUri) -> Result<Option<Account>, StoreError> {
+        let conn = self.conn.lock();
+        let row = conn
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE uri = ?1"),
+                [uri.as_str()],
+                account_from_row,
+            )
+            .optional()?;
+        Ok(row.map(|(_, a)| a))
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY uri"))?;
+        let rows = stmt.query_map([], account_from_row)?;
+        rows.map(|r| r.map(|(_, a)| a).map_err(StoreError::from)).collect()
+    }
+
+    fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM accounts WHERE uri = ?1", [uri.as_str()])?;
+        tx.execute("DELETE FROM presentities WHERE uri = ?1", [uri.as_str()])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_model::Container;
+
+    fn uri(s: &str) -> UserUri {
+        UserUri::parse(s).unwrap()
+    }
+
+    fn record(u: &str) -> DocRecord {
+        DocRecord {
+            uri: uri(u),
+            containers: Container::defaults(),
+            instances: vec![],
+            subscribers: vec![],
+        }
+    }
+
+    #[test]
+    fn documents_round_trip_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            s.save_presentities(&[record("a@x.com"), record("b@x.com")]).unwrap();
+            s.save_presentities(&[record("a@x.com")]).unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let mut all = s.load_presentities().unwrap();
+        all.sort_by(|a, b| a.uri.cmp(&b.uri));
+        assert_eq!(all, vec![record("a@x.com"), record("b@x.com")]);
+        assert_eq!(s.load_presentity(&uri("b@x.com")).unwrap(), Some(record("b@x.com")));
+        s.delete_presentity(&uri("b@x.com")).unwrap();
+        assert_eq!(s.load_presentity(&uri("b@x.com")).unwrap(), None);
+    }
+
+    #[test]
+    fn accounts_crud() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let mut a = Account {
+            uri: uri("a@x.com"),
+            display_name: "A".into(),
+            password_hash: "h".into(),
+            nt_hash_sealed: vec![1, 2, 3],
+            created: Timestamp::from_millis(5),
+        };
+        assert!(s.insert_account(&a).unwrap());
+        assert!(!s.insert_account(&a).unwrap(), "duplicate insert refused");
+        a.display_name = "Ay".into();
+        assert!(s.update_account(&a).unwrap());
+        assert_eq!(s.account(&a.uri).unwrap(), Some(a.clone()));
+        assert_eq!(s.accounts().unwrap().len(), 1);
+        s.save_presentities(&[record("a@x.com")]).unwrap();
+        assert!(s.delete_account(&a.uri).unwrap());
+        assert!(!s.delete_account(&a.uri).unwrap());
+        assert_eq!(s.load_presentity(&a.uri).unwrap(), None, "document goes with the account");
+        assert!(!format!("{a:?}").contains("password_hash"), "no secrets in Debug");
+    }
+}
