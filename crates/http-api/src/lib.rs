@@ -1,14 +1,73 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The HTTP + WebSocket API of Presenced (axum). Routes translate JSON to engine
+//! calls and engine deliveries to JSON; they never decide who sees what.
+
+pub mod auth;
+pub mod error;
+pub mod json;
+mod routes;
+
+use accounts::Accounts;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use presence_engine::Engine;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub use auth::Tokens;
+
+/// Limits of the API; the server's configuration fills them.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest request body, in bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message from a client, in bytes.
+    pub max_ws_message_bytes: usize,
+    /// How long a WebSocket may stay unauthenticated, in seconds.
+    pub ws_auth_timeout_secs: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_ws_message_bytes: 64 * 1024,
+            ws_auth_timeout_secs: 10,
+        }
     }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub accounts: Arc<Accounts>,
+    pub tokens: Arc<Tokens>,
+    pub limits: ApiLimits,
+    /// Flips to true when the server shuts down; open WebSockets close.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/", get(routes::meta::index))
+        .route("/openapi.json", get(routes::meta::openapi))
+        .route("/metrics", get(routes::meta::metrics))
+        .route("/v1/sessions", post(routes::sessions::create).delete(routes::sessions::delete))
+        .route("/v1/stream", get(routes::stream::upgrade))
+        .route("/v1/me", get(routes::me::get_me))
+        .route("/v1/me/publications", post(routes::me::publish))
+        .route(
+            "/v1/me/containers",
+            get(routes::me::get_containers).patch(routes::me::patch_containers),
+        )
+        .route("/v1/me/subscribers", get(routes::me::get_subscribers))
+        .route(
+            "/v1/me/subscribers/{user}/acknowledge",
+            post(routes::me::acknowledge),
+        )
+        .route("/v1/presentities/{user}", get(routes::presentities::get_presentity))
+        .fallback(routes::meta::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
 }

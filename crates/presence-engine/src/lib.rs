@@ -1,14 +1,539 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The presence engine: presentities in memory, endpoints and their lifetimes,
+//! subscriptions and fan-out, expiry timers, and the store write before every
+//! acknowledgement.
+//!
+//! Concurrency: each presentity is one [`PresentityCell`] behind its own lock, which
+//! is its single writer. No code path holds two presentity locks at once. Operations
+//! are synchronous (they may wait for the store's fsync); async front ends call them
+//! through `spawn_blocking`. Deliveries go into per-subscriber queues
+//! ([`queue::Subscriber`]) which never block the writer.
+
+mod clock;
+mod fanout;
+pub mod metrics;
+pub mod queue;
+mod session;
+mod timers;
+
+pub use clock::Clock;
+pub use queue::{CategoryView, Delivery, SelfUpdate, Subscriber, WireFormat};
+pub use session::{Session, SubscribeResult};
+
+use metrics::Metrics;
+use parking_lot::{Mutex, RwLock};
+use presence_model::acl::{self, Relation, View, Viewer};
+use presence_model::document::{ChangeSet, Ctx, NotASubscriber, Stamper};
+use presence_model::membership::{ContainerUpdate, MembershipError};
+use presence_model::{
+    Aggregator, CategoryInstance, Container, EndpointId, PresentityDoc, Publication, PublishError,
+    PublishedItem, SubscriberEntry, Timestamp, UserUri,
+};
+use presence_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use timers::{TimerKey, Timers};
+
+/// Engine settings (the server's configuration fills them).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Distinct presentities that may wait in one subscriber's queue before it is
+    /// reset to a resync.
+    pub max_pending_per_subscriber: usize,
+    /// Most presentities in one subscription.
+    pub max_targets_per_subscription: usize,
+    /// Most subscriptions one endpoint may hold.
+    pub max_subscriptions_per_endpoint: usize,
+    /// External domains whose users count as `federated`.
+    pub federated_domains: Vec<String>,
+    /// External domains whose users count as `publicCloud`.
+    pub public_cloud_domains: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_pending_per_subscriber: 4096,
+            max_targets_per_subscription: 1000,
+            max_subscriptions_per_endpoint: 64,
+            federated_domains: Vec::new(),
+            public_cloud_domains: Vec::new(),
+        }
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown user {0}")]
+    UnknownUser(UserUri),
+    #[error("endpoint {0} is not a live endpoint of this user")]
+    NotYourEndpoint(u64),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    #[error(transparent)]
+    NotASubscriber(#[from] NotASubscriber),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("store failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A watcher's edge to a presentity: which subscription, and the view it resolved to.
+pub(crate) struct Edge {
+    pub sub: Arc<session::Subscription>,
+    pub view: View,
+}
+
+pub(crate) struct PresentityState {
+    pub doc: PresentityDoc,
+    pub endpoints: Vec<EndpointId>,
+    pub watchers: Vec<Edge>,
+    pub self_subs: Vec<Arc<Subscriber>>,
+}
+
+pub struct PresentityCell {
+    pub(crate) state: Mutex<PresentityState>,
+}
+
+struct EndpointEntry {
+    user: UserUri,
+    session: std::sync::Weak<session::SessionInner>,
+    /// Bumped on every refresh, so stale expiry timers are recognised.
+    generation: u64,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    aggregator: Arc<dyn Aggregator>,
+    config: EngineConfig,
+    presentities: RwLock<HashMap<UserUri, Arc<PresentityCell>>>,
+    endpoints: Mutex<HashMap<EndpointId, EndpointEntry>>,
+    next_endpoint: AtomicU64,
+    seq: AtomicU64,
+    clock: Clock,
+    timers: Timers,
+    metrics: Arc<Metrics>,
+}
+
+impl Stamper for Inner {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A cheap handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Everything the owner has, for `GET /v1/me` and the first self notification.
+#[derive(Debug, Clone)]
+pub struct OwnSnapshot {
+    pub instances: Vec<CategoryInstance>,
+    pub containers: Vec<Container>,
+    pub subscribers: Vec<SubscriberEntry>,
+}
+
+impl Engine {
+    /// Builds the engine and loads every stored presentity.
+    pub fn new(
+        store: Arc<dyn Store>,
+        aggregator: Arc<dyn Aggregator>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let inner = Arc::new(Inner {
+            store,
+            aggregator,
+            config,
+            presentities: RwLock::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            next_endpoint: AtomicU64::new(1),
+            seq: AtomicU64::new(0),
+            clock: Clock::start(),
+            timers: Timers::default(),
+            metrics: Arc::new(Metrics::default()),
+        });
+        let engine = Engine { inner };
+        let records = engine.inner.store.load_presentities()?;
+        let mut map = engine.inner.presentities.write();
+        for record in records {
+            let doc = PresentityDoc::restore(record, &engine.ctx(false));
+            engine.schedule_expiry(&doc);
+            map.insert(doc.uri().clone(), Self::cell(doc));
+        }
+        drop(map);
+        Ok(engine)
+    }
+
+    fn cell(doc: PresentityDoc) -> Arc<PresentityCell> {
+        Arc::new(PresentityCell {
+            state: Mutex::new(PresentityState {
+                doc,
+                endpoints: Vec::new(),
+                watchers: Vec::new(),
+                self_subs: Vec::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn ctx(&self, online: bool) -> Ctx<'_> {
+        Ctx {
+            aggregator: &*self.inner.aggregator,
+            stamper: &*self.inner,
+            online,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Creates the presentities of new users (default containers, blocked view) and
+    /// stores them in one transaction. Users that already exist are left alone.
+    pub fn provision(&self, users: &[UserUri]) -> Result<(), EngineError> {
+        let fresh: Vec<PresentityDoc> = {
+            let map = self.inner.presentities.read();
+            users
+                .iter()
+                .filter(|u| !map.contains_key(*u))
+                .map(|u| PresentityDoc::provision(u.clone(), &self.ctx(false)))
+                .collect()
+        };
+        let records: Vec<_> = fresh.iter().map(PresentityDoc::to_record).collect();
+        self.inner.store.save_presentities(&records)?;
+        let mut map = self.inner.presentities.write();
+        for doc in fresh {
+            map.entry(doc.uri().clone()).or_insert_with(|| Self::cell(doc));
+        }
+        Ok(())
+    }
+
+    /// The presentity of `user`. A user created by another process (the `user add`
+    /// command while the server runs) is loaded from the store on first use.
+    pub(crate) fn presentity(&self, user: &UserUri) -> Result<Arc<PresentityCell>, EngineError> {
+        if let Some(cell) = self.inner.presentities.read().get(user) {
+            return Ok(cell.clone());
+        }
+        let record = match self.inner.store.load_presentity(user)? {
+            Some(r) => r,
+            None if self.inner.store.account(user)?.is_some() => {
+                self.provision(std::slice::from_ref(user))?;
+                return self
+                    .inner
+                    .presentities
+                    .read()
+                    .get(user)
+                    .cloned()
+                    .ok_or_else(|| EngineError::UnknownUser(user.clone()));
+            }
+            None => return Err(EngineError::UnknownUser(user.clone())),
+        };
+        let doc = PresentityDoc::restore(record, &self.ctx(false));
+        self.schedule_expiry(&doc);
+        let mut map = self.inner.presentities.write();
+        Ok(map.entry(user.clone()).or_insert_with(|| Self::cell(doc)).clone())
+    }
+
+    pub fn exists(&self, user: &UserUri) -> Result<bool, EngineError> {
+        match self.presentity(user) {
+            Ok(_) => Ok(true),
+            Err(EngineError::UnknownUser(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How a watcher relates to this deployment.
+    pub fn relation_of(&self, watcher: &UserUri) -> Relation {
+        let domain = watcher.domain();
+        if self.exists(watcher).unwrap_or(false) {
+            Relation::SameEnterprise
+        } else if self.inner.config.federated_domains.iter().any(|d| d == domain) {
+            Relation::Federated
+        } else if self.inner.config.public_cloud_domains.iter().any(|d| d == domain) {
+            Relation::PublicCloud
+        } else {
+            Relation::Other
+        }
+    }
+
+    /// Writes the document if the change is durable, then notifies. If the store
+    /// fails, the caller restores its backup and nothing is acknowledged or notified.
+    fn commit(&self, state: &mut PresentityState, changes: &ChangeSet) -> Result<(), EngineError> {
+        if changes.durable {
+            self.inner.store.save_presentities(&[state.doc.to_record()])?;
+        }
+        self.schedule_expiry(&state.doc);
+        fanout::fan_out(state, changes);
+        Ok(())
+    }
+
+    /// Applies a publication batch for `user`, published from `endpoint` (which
+    /// must be one of the user's live endpoints) or from no endpoint.
+    pub fn publish(
+        &self,
+        user: &UserUri,
+        endpoint: Option<EndpointId>,
+        items: &[Publication],
+    ) -> Result<Vec<PublishedItem>, EngineError> {
+        let cell = self.presentity(user)?;
+        let mut state = cell.state.lock();
+        if let Some(ep) = endpoint
+            && !state.endpoints.contains(&ep)
+        {
+            return Err(EngineError::NotYourEndpoint(ep.0));
+        }
+        // Only batches that may touch durable data pay for a backup copy.
+        let backup = items
+            .iter()
+            .any(|p| p.expire_type != presence_model::ExpireType::Endpoint || p.is_delete())
+            .then(|| state.doc.clone());
+        let online = !state.endpoints.is_empty();
+        let result = state.doc.publish(items, endpoint, &self.ctx(online));
+        let (published, changes) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.inner.metrics.publications_refused.inc();
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.commit(&mut state, &changes) {
+            if let Some(doc) = backup {
+                state.doc = doc;
+            }
+            return Err(e);
+        }
+        self.inner.metrics.publications.inc();
+        Ok(published)
+    }
+
+    /// Applies membership changes; returns the changed containers.
+    pub fn update_containers(
+        &self,
+        user: &UserUri,
+        updates: &[ContainerUpdate],
+    ) -> Result<Vec<Container>, EngineError> {
+        let cell = self.presentity(user)?;
+        let mut state = cell.state.lock();
+        let backup = state.doc.clone();
+        let changes = state.doc.update_containers(updates)?;
+        if let Err(e) = self.commit(&mut state, &changes) {
+            state.doc = backup;
+            return Err(e);
+        }
+        Ok(changes
+            .containers
+            .iter()
+            .filter_map(|id| state.doc.container(*id).cloned())
+            .collect())
+    }
+
+    pub fn acknowledge_subscriber(&self, user: &UserUri, watcher: &UserUri) -> Result<(), EngineError> {
+        let cell = self.presentity(user)?;
+        let mut state = cell.state.lock();
+        let backup = state.doc.clone();
+        let changes = state.doc.acknowledge_subscriber(watcher)?;
+        if let Err(e) = self.commit(&mut state, &changes) {
+            state.doc = backup;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Everything the owner has.
+    pub fn own_snapshot(&self, user: &UserUri) -> Result<OwnSnapshot, EngineError> {
+        let cell = self.presentity(user)?;
+        let state = cell.state.lock();
+        Ok(OwnSnapshot {
+            instances: state.doc.instances().cloned().collect(),
+            containers: state.doc.containers().cloned().collect(),
+            subscribers: state.doc.subscribers().to_vec(),
+        })
+    }
+
+    /// What `viewer` may see of `target`: the visible instances of the requested
+    /// categories (all visible categories when `categories` is empty).
+    pub fn view(
+        &self,
+        viewer: &UserUri,
+        target: &UserUri,
+        categories: &[String],
+    ) -> Result<Vec<CategoryInstance>, EngineError> {
+        let relation = self.relation_of(viewer);
+        let cell = self.presentity(target)?;
+        let state = cell.state.lock();
+        let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: viewer, relation });
+        let names: Vec<String> = if categories.is_empty() {
+            let mut all: Vec<String> = state.doc.instances().map(|i| i.key.category.to_string()).collect();
+            all.sort();
+            all.dedup();
+            all
+        } else {
+            categories.to_vec()
+        };
+        Ok(names
+            .iter()
+            .flat_map(|n| acl::visible_instances(&state.doc, view, n))
+            .cloned()
+            .collect())
+    }
+
+    fn schedule_expiry(&self, doc: &PresentityDoc) {
+        if let Some(at) = doc.next_expiry() {
+            self.inner.timers.schedule(at, TimerKey::Instances(doc.uri().clone()));
+        }
+    }
+
+    /// Removes the `time` instances of `user` that are due.
+    fn expire_instances(&self, user: &UserUri) {
+        let Ok(cell) = self.presentity(user) else { return };
+        let mut state = cell.state.lock();
+        let online = !state.endpoints.is_empty();
+        let backup = state.doc.clone();
+        let now = self.inner.clock.now();
+        let changes = state.doc.expire(now, &self.ctx(online));
+        if changes.is_empty() {
+            return;
+        }
+        self.inner.metrics.expired.add(changes.categories.len() as u64);
+        if let Err(e) = self.commit(&mut state, &changes) {
+            tracing::error!(user = %user, error = %e, "cannot store expiry; retrying later");
+            state.doc = backup;
+            self.inner
+                .timers
+                .schedule(now.plus_secs(timers::RETRY_SECS), TimerKey::Instances(user.clone()));
+        }
+    }
+
+    /// Registers a new endpoint of `user`. With a `ttl`, the endpoint expires unless
+    /// refreshed (SIP registrations); without, it lives until signed out (WebSocket).
+    pub fn sign_in(
+        &self,
+        user: &UserUri,
+        display_name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Session, EngineError> {
+        let cell = self.presentity(user)?;
+        let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
+        let relation = self.relation_of(user);
+        let subscriber = Arc::new(Subscriber::new(
+            user.clone(),
+            display_name.to_string(),
+            relation,
+            self.inner.config.max_pending_per_subscriber,
+            self.inner.metrics.clone(),
+        ));
+        let session = Session::new(self.clone(), id, cell.clone(), subscriber);
+        self.inner.endpoints.lock().insert(
+            id,
+            EndpointEntry {
+                user: user.clone(),
+                session: session.weak(),
+                generation: 0,
+            },
+        );
+        {
+            let mut state = cell.state.lock();
+            state.endpoints.push(id);
+            if state.endpoints.len() == 1 {
+                let mut changes = ChangeSet::default();
+                state.doc.reaggregate(&self.ctx(true), &mut changes);
+                fanout::fan_out(&mut state, &changes);
+            }
+        }
+        self.inner.metrics.endpoints.inc();
+        if let Some(ttl) = ttl {
+            self.set_deadline(id, 0, ttl);
+        }
+        Ok(session)
+    }
+
+    fn set_deadline(&self, id: EndpointId, generation: u64, ttl: Duration) {
+        let at = self.inner.clock.now().plus_secs(ttl.as_secs().max(1));
+        self.inner.timers.schedule(at, TimerKey::Endpoint(id, generation));
+    }
+
+    /// Extends a live endpoint's lifetime; `false` if it is gone.
+    pub(crate) fn refresh_endpoint(&self, id: EndpointId, ttl: Duration) -> bool {
+        let generation = {
+            let mut eps = self.inner.endpoints.lock();
+            let Some(entry) = eps.get_mut(&id) else { return false };
+            entry.generation += 1;
+            entry.generation
+        };
+        self.set_deadline(id, generation, ttl);
+        true
+    }
+
+    pub fn is_live(&self, id: EndpointId) -> bool {
+        self.inner.endpoints.lock().contains_key(&id)
+    }
+
+    /// The live endpoints of a user.
+    pub fn endpoints_of(&self, user: &UserUri) -> Vec<EndpointId> {
+        match self.presentity(user) {
+            Ok(cell) => cell.state.lock().endpoints.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Ends an endpoint: its endpoint-bound instances die (and the user-bound ones
+    /// if it was the last), aggregation reruns and watchers are told. `false` if it
+    /// was already gone.
+    pub(crate) fn end_endpoint(&self, id: EndpointId) -> bool {
+        let Some(entry) = self.inner.endpoints.lock().remove(&id) else {
+            return false;
+        };
+        self.inner.metrics.endpoints.sub(1);
+        if let Some(session) = entry.session.upgrade() {
+            session.teardown();
+        }
+        let Ok(cell) = self.presentity(&entry.user) else { return true };
+        let mut state = cell.state.lock();
+        state.endpoints.retain(|e| *e != id);
+        let online = !state.endpoints.is_empty();
+        let changes = state.doc.remove_endpoint(id, &self.ctx(online));
+        self.inner.metrics.expired.add(changes.categories.len() as u64);
+        if let Err(e) = self.commit(&mut state, &changes) {
+            // The in-memory state is right; the store catches up with the next
+            // durable write of this user.
+            tracing::error!(user = %entry.user, error = %e, "cannot store sign-out");
+        }
+        true
+    }
+
+    /// Runs the expiry timers until the engine is dropped. Spawn it once.
+    pub async fn run_timers(self) {
+        loop {
+            let now = self.inner.clock.now();
+            match self.inner.timers.pop_due(now) {
+                Some(TimerKey::Instances(user)) => self.expire_instances(&user),
+                Some(TimerKey::Endpoint(id, generation)) => {
+                    let current = self.inner.endpoints.lock().get(&id).map(|e| e.generation);
+                    if current == Some(generation) {
+                        tracing::info!(endpoint = id.0, "endpoint registration expired");
+                        self.end_endpoint(id);
+                    }
+                }
+                None => self.inner.timers.wait(&self.inner.clock).await,
+            }
+        }
     }
 }

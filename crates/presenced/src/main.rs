@@ -1,3 +1,143 @@
-fn main() {
-    println!("Hello, world!");
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use presenced::bench::{FanoutArgs, run_fanout};
+use presenced::config::{Config, DEFAULT_DATA_DIR};
+use presenced::{server, users};
+use std::path::PathBuf;
+
+/// Presenced: an enhanced presence server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage user accounts (works whether or not the server runs).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Benchmarks of the real engine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./presenced-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080]; port 0 picks a free port.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// Seed demo users alice, bob and carol @example.com (password "demo"); loopback only.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct DataDir {
+    #[arg(long, env = "PRESENCED_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        user: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Change a password (read from standard input).
+    Passwd {
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Delete a user and their presence data.
+    Remove {
+        user: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Publication fan-out through the real engine.
+    Fanout {
+        #[arg(long, default_value_t = 100_000)]
+        presentities: usize,
+        #[arg(long, default_value_t = 50)]
+        watchers: usize,
+        #[arg(long, default_value_t = 200_000)]
+        publications: usize,
+        #[arg(long, default_value_t = 2)]
+        publishers: usize,
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRESENCED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_logs();
+    match Cli::parse().command {
+        Command::Serve(a) => {
+            let mut config = Config::load(a.config.as_deref())?;
+            if let Some(d) = a.data_dir {
+                config.server.data_dir = d;
+            }
+            if let Some(h) = a.http {
+                config.server.http = h;
+            }
+            server::serve(config, a.demo).await
+        }
+        Command::User(u) => tokio::task::spawn_blocking(move || match u {
+            UserCommand::Add { user, display_name, password_stdin, dir } => {
+                users::add(&dir.data_dir, &user, display_name.as_deref(), password_stdin)
+            }
+            UserCommand::List { dir } => users::list(&dir.data_dir),
+            UserCommand::Passwd { user, password_stdin, dir } => users::passwd(&dir.data_dir, &user, password_stdin),
+            UserCommand::Remove { user, dir } => users::remove(&dir.data_dir, &user),
+        })
+        .await?,
+        Command::Bench(BenchCommand::Fanout { presentities, watchers, publications, publishers, json }) => {
+            let report = run_fanout(FanoutArgs { presentities, watchers, publications, publishers }).await?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,127 @@
+//! API errors: every failure is JSON `{"error": CODE, "message": TEXT}` with the
+//! status the contract names.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use presence_engine::EngineError;
+use presence_model::PublishError;
+use presence_model::membership::MembershipError;
+use presence_model::publication::Conflict;
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn conflict(conflicts: Vec<Conflict>) -> Self {
+        ApiError {
+            conflicts,
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                "a version is out of date; nothing was applied",
+            )
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Value {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if !self.conflicts.is_empty() {
+            body["conflicts"] = self
+                .conflicts
+                .iter()
+                .map(|c| json!({"index": c.index, "version": c.version, "current_version": c.current_version}))
+                .collect();
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        let msg = e.to_string();
+        match e {
+            PublishError::Conflict(c) => ApiError::conflict(c),
+            PublishError::Duplicate { .. } => ApiError::new(StatusCode::BAD_REQUEST, "duplicate_key", msg),
+            PublishError::Invalid { .. } | PublishError::EndpointRequired { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_publication", msg)
+            }
+            PublishError::InvalidXml { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_xml", msg),
+            PublishError::ReadOnly { .. } => ApiError::new(StatusCode::FORBIDDEN, "read_only", msg),
+            PublishError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MembershipError::Conflict(c) => ApiError::conflict(c),
+            MembershipError::Fixed(_) => ApiError::new(StatusCode::FORBIDDEN, "fixed_container", msg),
+            MembershipError::Invalid { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_membership", msg),
+            MembershipError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EngineError::Publish(p) => p.into(),
+            EngineError::Membership(m) => m.into(),
+            EngineError::UnknownUser(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_user", msg),
+            EngineError::NotASubscriber(_) => ApiError::new(StatusCode::NOT_FOUND, "not_a_subscriber", msg),
+            EngineError::NotYourEndpoint(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", msg),
+            EngineError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            EngineError::Invalid(_) => ApiError::bad_request(msg),
+            EngineError::Store(err) => {
+                tracing::error!(error = %err, "store failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store could not save the change; nothing was applied",
+                )
+            }
+        }
+    }
+}

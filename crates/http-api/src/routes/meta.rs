@@ -1,0 +1,40 @@
+//! Public routes: the index page, the OpenAPI document, metrics, and the JSON 404.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use std::fmt::Write;
+
+const OPENAPI: &str = include_str!("../../openapi.json");
+
+pub async fn index() -> Html<&'static str> {
+    Html(include_str!("../../static/index.html"))
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let mut rows = state.engine.metrics().rows();
+    rows.push((
+        "presenced_http_tokens",
+        "Live API bearer tokens.",
+        "gauge",
+        state.tokens.live() as u64,
+    ));
+    for (name, help, kind, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

@@ -1,0 +1,43 @@
+//! `GET /v1/presentities/{user}`: exactly what the caller may see of a user.
+
+use super::{blocking, parse_user};
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::json;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    categories: Option<String>,
+}
+
+pub async fn get_presentity(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(user): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let target = parse_user(&user)?;
+    let categories: Vec<String> = params
+        .categories
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    let engine = state.engine.clone();
+    let viewer = auth.info.user.clone();
+    let uri = target.clone();
+    let visible = blocking(move || Ok(engine.view(&viewer, &uri, &categories)?)).await?;
+    Ok(Json(json!({
+        "uri": target.as_str(),
+        "categories": visible.iter().map(|i| json::instance(i, false)).collect::<Vec<_>>(),
+    })))
+}

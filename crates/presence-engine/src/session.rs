@@ -1,0 +1,282 @@
+//! Sessions: one signed-in endpoint with its subscriptions and delivery queue.
+
+use crate::fanout::{self, DEFAULT_CATEGORIES};
+use crate::queue::Subscriber;
+use crate::{Engine, EngineError, PresentityCell};
+use parking_lot::Mutex;
+use presence_model::acl::{self, Viewer};
+use presence_model::{EndpointId, SubscriberEntry, SubscriberType, UserUri};
+use presence_model::acl::Relation;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Longest client-chosen subscription id, in bytes.
+pub const MAX_SUBSCRIPTION_ID_BYTES: usize = 128;
+
+/// One subscription: whose queue, which categories.
+pub(crate) struct Subscription {
+    pub subscriber: Arc<Subscriber>,
+    pub categories: Vec<Arc<str>>,
+}
+
+struct Active {
+    sub: Arc<Subscription>,
+    targets: Vec<Arc<PresentityCell>>,
+}
+
+/// What a subscribe request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeResult {
+    pub subscribed: Vec<UserUri>,
+    pub unknown: Vec<UserUri>,
+}
+
+pub(crate) struct SessionInner {
+    engine: Engine,
+    endpoint: EndpointId,
+    own: Arc<PresentityCell>,
+    subscriber: Arc<Subscriber>,
+    subs: Mutex<HashMap<String, Active>>,
+    self_subscribed: AtomicBool,
+    ended: AtomicBool,
+}
+
+/// A signed-in endpoint. Dropping it signs the endpoint out.
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+fn subscriber_type(r: Relation) -> SubscriberType {
+    match r {
+        Relation::SameEnterprise => SubscriberType::SameEnterprise,
+        Relation::Federated => SubscriberType::Federated,
+        Relation::PublicCloud => SubscriberType::PublicCloud,
+        Relation::Other => SubscriberType::Unknown,
+    }
+}
+
+impl SessionInner {
+    fn remove_edges(&self, active: &Active) {
+        for cell in &active.targets {
+            let mut state = cell.state.lock();
+            state.watchers.retain(|e| !Arc::ptr_eq(&e.sub, &active.sub));
+        }
+        self.engine.inner.metrics.watch_edges.sub(active.targets.len() as u64);
+    }
+
+    /// Drops every subscription and closes the queue. Idempotent.
+    pub(crate) fn teardown(&self) {
+        if self.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let subs: Vec<Active> = self.subs.lock().drain().map(|(_, a)| a).collect();
+        for a in &subs {
+            self.remove_edges(a);
+        }
+        if self.self_subscribed.load(Ordering::SeqCst) {
+            let mut state = self.own.state.lock();
+            state.self_subs.retain(|s| !Arc::ptr_eq(s, &self.subscriber));
+        }
+        self.subscriber.close();
+    }
+}
+
+impl Session {
+    pub(crate) fn new(engine: Engine, endpoint: EndpointId, own: Arc<PresentityCell>, subscriber: Arc<Subscriber>) -> Self {
+        Session {
+            inner: Arc::new(SessionInner {
+                engine,
+                endpoint,
+                own,
+                subscriber,
+                subs: Mutex::new(HashMap::new()),
+                self_subscribed: AtomicBool::new(false),
+                ended: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub(crate) fn weak(&self) -> std::sync::Weak<SessionInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub fn endpoint(&self) -> EndpointId {
+        self.inner.endpoint
+    }
+
+    pub fn user(&self) -> &UserUri {
+        &self.inner.subscriber.watcher
+    }
+
+    /// The queue this session's deliveries arrive in.
+    pub fn subscriber(&self) -> &Arc<Subscriber> {
+        &self.inner.subscriber
+    }
+
+    /// Subscribes to `categories` (the default list when empty) of `uris` under the
+    /// client's `id`, replacing an earlier subscription with the same id. Each known
+    /// presentity gets a full snapshot right away; unknown users are reported. With
+    /// `context`, the caller is recorded in each target's subscriber list (unless the
+    /// target has blocked them).
+    pub fn subscribe(
+        &self,
+        id: &str,
+        uris: &[UserUri],
+        categories: &[String],
+        context: bool,
+    ) -> Result<SubscribeResult, EngineError> {
+        let inner = &self.inner;
+        let engine = &inner.engine;
+        let config = engine.config();
+        if id.is_empty() || id.len() > MAX_SUBSCRIPTION_ID_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "subscription ids are 1 to {MAX_SUBSCRIPTION_ID_BYTES} bytes"
+            )));
+        }
+        if uris.len() > config.max_targets_per_subscription {
+            return Err(EngineError::TooLarge(format!(
+                "{} presentities in one subscription; the limit is {}",
+                uris.len(),
+                config.max_targets_per_subscription
+            )));
+        }
+        let replacing = inner.subs.lock().contains_key(id);
+        if !replacing && inner.subs.lock().len() >= config.max_subscriptions_per_endpoint {
+            return Err(EngineError::TooLarge(format!(
+                "an endpoint holds at most {} subscriptions",
+                config.max_subscriptions_per_endpoint
+            )));
+        }
+        let mut names: Vec<Arc<str>> = if categories.is_empty() {
+            DEFAULT_CATEGORIES.iter().map(|c| Arc::from(*c)).collect()
+        } else {
+            categories.iter().map(|c| Arc::from(c.as_str())).collect()
+        };
+        names.sort();
+        names.dedup();
+        let mut targets = uris.to_vec();
+        targets.sort();
+        targets.dedup();
+        self.unsubscribe(id);
+
+        let sub = Arc::new(crate::session::Subscription {
+            subscriber: inner.subscriber.clone(),
+            categories: names,
+        });
+        let watcher = inner.subscriber.watcher.clone();
+        let relation = inner.subscriber.relation;
+        let mut result = SubscribeResult::default();
+        let mut cells = Vec::with_capacity(targets.len());
+        for uri in targets {
+            let cell = match engine.presentity(&uri) {
+                Ok(cell) => cell,
+                Err(EngineError::UnknownUser(u)) => {
+                    result.unknown.push(u);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut state = cell.state.lock();
+            let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: &watcher, relation });
+            let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
+            inner
+                .subscriber
+                .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot);
+            state.watchers.push(crate::Edge { sub: sub.clone(), view });
+            if context && uri != watcher && !fanout::is_blocked(view) {
+                let backup = state.doc.clone();
+                let changes = state.doc.add_subscriber(SubscriberEntry {
+                    user: watcher.clone(),
+                    display_name: inner.subscriber.display_name.clone(),
+                    kind: subscriber_type(relation),
+                    acknowledged: false,
+                    since: engine.inner.clock.now(),
+                });
+                if let Err(e) = engine.commit(&mut state, &changes) {
+                    state.doc = backup;
+                    tracing::error!(target_user = %uri, error = %e, "cannot store subscriber entry");
+                }
+            }
+            drop(state);
+            cells.push(cell);
+            result.subscribed.push(uri);
+        }
+        engine.inner.metrics.watch_edges.add(cells.len() as u64);
+        inner.subs.lock().insert(id.to_string(), Active { sub, targets: cells });
+        Ok(result)
+    }
+
+    /// Ends the subscription `id`; `false` if there was none.
+    pub fn unsubscribe(&self, id: &str) -> bool {
+        let removed = self.inner.subs.lock().remove(id);
+        match removed {
+            Some(active) => {
+                self.inner.remove_edges(&active);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Subscribes this endpoint to all of its owner's data; the full state is
+    /// delivered at once, changes after.
+    pub fn subscribe_self(&self) {
+        let inner = &self.inner;
+        let mut state = inner.own.state.lock();
+        if !inner.self_subscribed.swap(true, Ordering::SeqCst) {
+            state.self_subs.push(inner.subscriber.clone());
+        }
+        inner.subscriber.push_own(fanout::own_full(&state.doc));
+    }
+
+    /// Delivers fresh snapshots of everything this session watches (after the
+    /// consumer received [`crate::Delivery::Resync`]).
+    pub fn resync(&self) {
+        let inner = &self.inner;
+        let watcher = &inner.subscriber.watcher;
+        let relation = inner.subscriber.relation;
+        let subs: Vec<(Arc<Subscription>, Vec<Arc<PresentityCell>>)> = inner
+            .subs
+            .lock()
+            .values()
+            .map(|a| (a.sub.clone(), a.targets.clone()))
+            .collect();
+        for (sub, targets) in subs {
+            for cell in targets {
+                let state = cell.state.lock();
+                let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: watcher, relation });
+                let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
+                inner
+                    .subscriber
+                    .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot);
+            }
+        }
+        if inner.self_subscribed.load(Ordering::SeqCst) {
+            let state = inner.own.state.lock();
+            inner.subscriber.push_own(fanout::own_full(&state.doc));
+        }
+    }
+
+    /// Extends the endpoint's registration; `false` if it already ended.
+    pub fn refresh(&self, ttl: Duration) -> bool {
+        self.inner.engine.refresh_endpoint(self.inner.endpoint, ttl)
+    }
+
+    pub fn is_live(&self) -> bool {
+        !self.inner.ended.load(Ordering::SeqCst)
+    }
+
+    /// Signs the endpoint out: subscriptions end, its endpoint-bound data dies.
+    pub fn sign_out(&self) {
+        self.inner.teardown();
+        self.inner.engine.end_endpoint(self.inner.endpoint);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sign_out();
+    }
+}

@@ -1,0 +1,61 @@
+//! One timer structure for every deadline in the engine: a min-heap of
+//! (deadline, what) entries served by a single task. Stale entries (an endpoint
+//! refreshed since, an instance republished) are recognised when they fire and skipped.
+
+use crate::clock::Clock;
+use parking_lot::Mutex;
+use presence_model::{EndpointId, Timestamp, UserUri};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use tokio::sync::Notify;
+
+/// Delay before a failed expiry (store unavailable) is tried again, in seconds.
+pub const RETRY_SECS: u64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKey {
+    /// Some `time` instance of this user may be due.
+    Instances(UserUri),
+    /// This endpoint's registration ends unless refreshed since (generation).
+    Endpoint(EndpointId, u64),
+}
+
+#[derive(Default)]
+pub struct Timers {
+    heap: Mutex<BinaryHeap<Reverse<(Timestamp, TimerKey)>>>,
+    changed: Notify,
+}
+
+impl Timers {
+    pub fn schedule(&self, at: Timestamp, key: TimerKey) {
+        let mut heap = self.heap.lock();
+        let earliest = heap.peek().is_none_or(|Reverse((t, _))| at < *t);
+        heap.push(Reverse((at, key)));
+        drop(heap);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn pop_due(&self, now: Timestamp) -> Option<TimerKey> {
+        let mut heap = self.heap.lock();
+        match heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => heap.pop().map(|Reverse((_, k))| k),
+            _ => None,
+        }
+    }
+
+    /// Sleeps until the earliest deadline or until an earlier one is scheduled.
+    pub async fn wait(&self, clock: &Clock) {
+        let next = self.heap.lock().peek().map(|Reverse((at, _))| *at);
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(clock.instant_at(at)) => {}
+                    _ = self.changed.notified() => {}
+                }
+            }
+            None => self.changed.notified().await,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Configuration: one TOML file (unknown keys are errors that name the key),
+//! overridden by `PRESENCED_*` environment variables, overridden by flags.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./presenced-data";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub federation: FederationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP listen address (port 0 picks a free port).
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Seconds open connections get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_ws_message_bytes: usize,
+    pub ws_auth_timeout_secs: u64,
+    pub max_pending_per_subscriber: usize,
+    pub max_targets_per_subscription: usize,
+    pub max_subscriptions_per_endpoint: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of an API bearer token, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub federated_domains: Vec<String>,
+    pub public_cloud_domains: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            federation: FederationConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: DEFAULT_HTTP.parse().expect("valid default"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let api = http_api::ApiLimits::default();
+        let engine = presence_engine::EngineConfig::default();
+        LimitsConfig {
+            max_body_bytes: api.max_body_bytes,
+            max_ws_message_bytes: api.max_ws_message_bytes,
+            ws_auth_timeout_secs: api.ws_auth_timeout_secs,
+            max_pending_per_subscriber: engine.max_pending_per_subscriber,
+            max_targets_per_subscription: engine.max_targets_per_subscription,
+            max_subscriptions_per_endpoint: engine.max_subscriptions_per_endpoint,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                Self::parse(&text).with_context(|| format!("in {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Ok(v) = std::env::var("PRESENCED_HTTP") {
+            config.server.http = v.parse().context("PRESENCED_HTTP")?;
+        }
+        if let Ok(v) = std::env::var("PRESENCED_DATA_DIR") {
+            config.server.data_dir = PathBuf::from(v);
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(
+            l.max_targets_per_subscription < l.max_pending_per_subscriber,
+            "limits.max_targets_per_subscription must be below limits.max_pending_per_subscriber, \
+             or one subscription's snapshot could overflow its own queue"
+        );
+        anyhow::ensure!(l.max_body_bytes > 0 && l.max_ws_message_bytes > 0, "size limits must be positive");
+        anyhow::ensure!(self.auth.token_ttl_secs > 0, "auth.token_ttl_secs must be positive");
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> presence_engine::EngineConfig {
+        presence_engine::EngineConfig {
+            max_pending_per_subscriber: self.limits.max_pending_per_subscriber,
+            max_targets_per_subscription: self.limits.max_targets_per_subscription,
+            max_subscriptions_per_endpoint: self.limits.max_subscriptions_per_endpoint,
+            federated_domains: self.federation.federated_domains.clone(),
+            public_cloud_domains: self.federation.public_cloud_domains.clone(),
+        }
+    }
+
+    pub fn api_limits(&self) -> http_api::ApiLimits {
+        http_api::ApiLimits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_ws_message_bytes: self.limits.max_ws_message_bytes,
+            ws_auth_timeout_secs: self.limits.ws_auth_timeout_secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[server]\nhttpp = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("httpp"), "{err:#}");
+        let err = Config::parse("[nope]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    }
+
+    #[test]
+    fn partial_files_keep_defaults() {
+        let c = Config::parse("[server]\nhttp = \"127.0.0.1:0\"\n[federation]\nfederated_domains = [\"fabrikam.com\"]\n").unwrap();
+        assert_eq!(c.server.http.port(), 0);
+        assert_eq!(c.server.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.engine_config().federated_domains, vec!["fabrikam.com"]);
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused() {
+        let err = Config::parse("[limits]\nmax_pending_per_subscriber = 10\nmax_targets_per_subscription = 10\n").unwrap_err();
+        assert!(format!("{err:#}").contains("max_targets_per_subscription"));
+    }
+}

@@ -1,0 +1,100 @@
+//! `presenced serve`: opens the store, builds the engine and the API, listens, prints
+//! the ready line and shuts down gracefully on SIGTERM or Ctrl-C.
+
+use crate::config::Config;
+use crate::demo;
+use accounts::Accounts;
+use anyhow::{Context, Result};
+use http_api::{AppState, Tokens};
+use presence_engine::{Engine, EngineError};
+use presence_model::BuiltinAggregator;
+use presence_store::SqliteStore;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The store, accounts and engine of one data directory.
+pub struct Services {
+    pub engine: Engine,
+    pub accounts: Arc<Accounts>,
+}
+
+pub fn open_accounts(data_dir: &Path) -> Result<(Arc<SqliteStore>, Arc<Accounts>)> {
+    let store = Arc::new(
+        SqliteStore::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
+    let accounts = Arc::new(Accounts::open(store.clone(), data_dir)?);
+    Ok((store, accounts))
+}
+
+pub fn open(config: &Config) -> Result<Services> {
+    let (store, accounts) = open_accounts(&config.server.data_dir)?;
+    let engine = Engine::new(store, Arc::new(BuiltinAggregator), config.engine_config())
+        .map_err(|e: EngineError| anyhow::anyhow!(e))
+        .context("loading presence data")?;
+    Ok(Services { engine, accounts })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
+    if demo_mode {
+        anyhow::ensure!(
+            config.server.http.ip().is_loopback(),
+            "--demo seeds users with a known password and only listens on loopback addresses"
+        );
+    }
+    let services = open(&config)?;
+    if demo_mode {
+        let (engine, accounts) = (services.engine.clone(), services.accounts.clone());
+        tokio::task::spawn_blocking(move || demo::seed(&engine, &accounts)).await??;
+    }
+    let timers = tokio::spawn(services.engine.clone().run_timers());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        engine: services.engine.clone(),
+        accounts: services.accounts.clone(),
+        tokens: Arc::new(Tokens::new(Duration::from_secs(config.auth.token_ttl_secs))),
+        limits: config.api_limits(),
+        shutdown: shutdown_rx,
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.http)
+        .await
+        .with_context(|| format!("binding HTTP to {}", config.server.http))?;
+    let http_addr = listener.local_addr()?;
+    tracing::info!(%http_addr, data_dir = %config.server.data_dir.display(), "presenced listening");
+    println!("presenced ready http={http_addr}");
+
+    let app = http_api::router(state);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            // Give connections the grace period once the signal has come.
+            shutdown_signal().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    timers.abort();
+    Ok(())
+}
