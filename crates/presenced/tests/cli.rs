@@ -1,0 +1,107 @@
+//! `presenced user ...` administration, with and without a running server.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run(args: &[&str], dir: &std::path::Path, stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("PRESENCED_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            writeln!(input, "{s}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn user_administration_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let p = dir.path();
+    let (ok, _, _) = run(&["user", "add", "dave@example.com", "--display-name", "Dave", "--password-stdin"], p, Some("first"));
+    assert!(ok);
+    let (ok, _, err) = run(&["user", "add", "dave@example.com", "--password-stdin"], p, Some("x"));
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "not-a-uri", "--password-stdin"], p, Some("x"));
+    assert!(!ok && err.contains("invalid user URI"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "eve@example.com", "--password-stdin"], p, Some(""));
+    assert!(!ok && err.contains("no password"), "{err}");
+    let (ok, out, _) = run(&["user", "list"], p, None);
+    assert!(ok && out.contains("dave@example.com\tDave"), "{out}");
+
+    // Added while the server runs: usable at the next sign-in.
+    let token = server.login("dave@example.com", "first").await;
+    let (s, me) = Api::new(&server, &token).get("/v1/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(me["uri"], "dave@example.com");
+
+    let (ok, _, _) = run(&["user", "passwd", "dave@example.com", "--password-stdin"], p, Some("second"));
+    assert!(ok);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(server.url("/v1/sessions"))
+        .json(&serde_json::json!({"user": "dave@example.com", "password": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    server.login("dave@example.com", "second").await;
+
+    let (ok, _, _) = run(&["user", "remove", "dave@example.com"], p, None);
+    assert!(ok);
+    let (ok, _, err) = run(&["user", "remove", "dave@example.com"], p, None);
+    assert!(!ok && err.contains("no such user"), "{err}");
+    let r = c
+        .post(server.url("/v1/sessions"))
+        .json(&serde_json::json!({"user": "dave@example.com", "password": "second"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn demo_refuses_non_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--demo", "--http", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PRESENCED_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn config_file_unknown_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("presenced.toml");
+    std::fs::write(&cfg, "[server]\nhttp = \"127.0.0.1:0\"\nlisten = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("PRESENCED_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+}
