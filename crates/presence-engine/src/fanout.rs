@@ -1,7 +1,9 @@
 //! Fan-out: after a change to one presentity, compute each affected view once and
 //! hand the shared result to every watcher resolved to it.
 
-use crate::queue::{CategoryView, SelfUpdate};
+use crate::queue::{CategoryView, SelfUpdate, Views};
+use smallvec::SmallVec;
+use std::time::Instant;
 use crate::PresentityState;
 use presence_model::acl::{self, View, Viewer};
 use presence_model::document::ChangeSet;
@@ -19,7 +21,7 @@ fn category_view(doc: &PresentityDoc, view: View, name: &Arc<str>) -> Arc<Catego
 
 /// The full view of `categories` for one watcher view, for a subscription's first
 /// notification or a resync.
-pub(crate) fn snapshot(doc: &PresentityDoc, view: View, categories: &[Arc<str>]) -> Vec<Arc<CategoryView>> {
+pub(crate) fn snapshot(doc: &PresentityDoc, view: View, categories: &[Arc<str>]) -> Views {
     categories.iter().map(|n| category_view(doc, view, n)).collect()
 }
 
@@ -70,7 +72,16 @@ pub(crate) fn fan_out(state: &mut PresentityState, changes: &ChangeSet) {
         return;
     }
     let changed_names = changes.category_names();
+    // The changed category names per container, so each edge's test is a short scan.
+    let mut by_container: Vec<(ContainerId, SmallVec<[&Arc<str>; 4]>)> = Vec::new();
+    for (c, name) in &changes.categories {
+        match by_container.last_mut() {
+            Some((last, names)) if last == c => names.push(name),
+            _ => by_container.push((*c, SmallVec::from_elem(name, 1))),
+        }
+    }
     let reresolve = !changes.containers.is_empty();
+    let now = Instant::now();
     // Views computed so far in this fan-out: a presentity has a handful of distinct
     // views however many watchers it has, so a linear cache is the right size.
     let mut cache: Vec<(View, Arc<str>, Arc<CategoryView>)> = Vec::new();
@@ -91,20 +102,23 @@ pub(crate) fn fan_out(state: &mut PresentityState, changes: &ChangeSet) {
             }
         }
         let view = edge.view;
+        let changed_here: &[&Arc<str>] = match view {
+            View::Owner => &[],
+            View::Container(c) => by_container
+                .iter()
+                .find(|(id, _)| *id == c)
+                .map_or(&[], |(_, names)| &names[..]),
+        };
         let wanted = |name: &Arc<str>| -> bool {
-            if full {
-                return true;
-            }
-            match view {
+            full || match view {
                 View::Owner => changed_names.contains(name),
-                View::Container(c) => changes.categories.contains(&(c, name.clone())),
+                View::Container(_) => {
+                    changed_here.iter().any(|n| **n == *name) && !acl::is_private(name)
+                }
             }
         };
-        let mut views = Vec::new();
+        let mut views = Views::new();
         for name in sub.categories.iter().filter(|n| wanted(n)) {
-            if view != View::Owner && acl::is_private(name) && !full {
-                continue;
-            }
             let found = cache.iter().find(|(v, n, _)| *v == view && n == name);
             let cv = match found {
                 Some((_, _, cv)) => cv.clone(),
@@ -117,7 +131,7 @@ pub(crate) fn fan_out(state: &mut PresentityState, changes: &ChangeSet) {
             views.push(cv);
         }
         if !views.is_empty() {
-            sub.subscriber.push_categories(addr, doc.uri(), views);
+            sub.subscriber.push_categories(addr, doc.uri(), views, now);
         }
     }
 }

@@ -12,7 +12,9 @@ use crate::metrics::Metrics;
 use parking_lot::Mutex;
 use presence_model::acl::Relation;
 use presence_model::{CategoryInstance, Container, SubscriberEntry, UserUri};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -58,11 +60,14 @@ impl CategoryView {
     }
 }
 
+/// The category views of one delivery; almost always one or two, kept inline.
+pub type Views = SmallVec<[Arc<CategoryView>; 2]>;
+
 /// Changes of the owner's own data, for self subscriptions.
 #[derive(Debug, Clone, Default)]
 pub struct SelfUpdate {
     /// Categories whose instances (in every container) this update fully replaces.
-    pub categories: Vec<Arc<CategoryView>>,
+    pub categories: Views,
     /// The complete container list, when any container changed.
     pub containers: Option<Arc<Vec<Container>>>,
     /// The complete subscriber list, when it changed.
@@ -81,7 +86,7 @@ impl SelfUpdate {
     }
 }
 
-fn merge_views(into: &mut Vec<Arc<CategoryView>>, newer: Vec<Arc<CategoryView>>) {
+fn merge_views(into: &mut Views, newer: Views) {
     for v in newer {
         match into.iter_mut().find(|o| o.name == v.name) {
             Some(slot) => *slot = v,
@@ -97,7 +102,7 @@ pub enum Delivery {
     /// knew of that category.
     Categories {
         uri: UserUri,
-        views: Vec<Arc<CategoryView>>,
+        views: Views,
         queued_at: Instant,
     },
     /// The owner's own data changed.
@@ -116,7 +121,7 @@ enum Key {
 #[derive(Default)]
 struct Queue {
     order: VecDeque<Key>,
-    entries: HashMap<Key, Delivery>,
+    entries: FxHashMap<Key, Delivery>,
     resync: bool,
     closed: bool,
 }
@@ -184,13 +189,13 @@ impl Subscriber {
         }
     }
 
-    pub(crate) fn push_categories(&self, cell_addr: usize, uri: &UserUri, views: Vec<Arc<CategoryView>>) {
+    pub(crate) fn push_categories(&self, cell_addr: usize, uri: &UserUri, views: Views, queued_at: Instant) {
         self.push(
             Key::Watched(cell_addr),
             Delivery::Categories {
                 uri: uri.clone(),
                 views,
-                queued_at: Instant::now(),
+                queued_at,
             },
         );
     }

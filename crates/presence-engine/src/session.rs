@@ -10,7 +10,7 @@ use presence_model::acl::Relation;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest client-chosen subscription id, in bytes.
 pub const MAX_SUBSCRIPTION_ID_BYTES: usize = 128;
@@ -183,7 +183,7 @@ impl Session {
             let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
             inner
                 .subscriber
-                .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot);
+                .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot, Instant::now());
             state.watchers.push(crate::Edge { sub: sub.clone(), view });
             if context && uri != watcher && !fanout::is_blocked(view) {
                 let backup = state.doc.clone();
@@ -250,7 +250,7 @@ impl Session {
                 let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
                 inner
                     .subscriber
-                    .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot);
+                    .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot, Instant::now());
             }
         }
         if inner.self_subscribed.load(Ordering::SeqCst) {

@@ -8,8 +8,9 @@
 //!    `user` entry, then a `domain` entry (exact domain match; subdomains do not
 //!    match), then the watcher's network class (`sameEnterprise`, `federated` or
 //!    `publicCloud`), then `everyone`;
-//! 2. within that class, the highest container id wins (so Blocked, 32000, beats
-//!    every other level);
+//! 2. within that class, Blocked (32000) wins if it matches; otherwise the highest
+//!    container id wins. Blocked is checked first because custom containers may have
+//!    ids above 32000, and being blocked must not be undone by another entry;
 //! 3. a watcher who matches nothing sees container 0 (Default).
 //!
 //! Only containers with id 4 and up are candidates, so containers 1-3 (self and the
@@ -76,10 +77,18 @@ pub fn resolve_container(doc: &PresentityDoc, viewer: Viewer<'_>) -> View {
         Viewer::Watcher { uri, relation } => (uri, relation),
     };
     let highest = |matches: &dyn Fn(&Member) -> bool| {
-        doc.containers()
+        let candidates = doc
+            .containers()
             .filter(|c| c.id.is_remote() && c.members.iter().any(matches))
-            .map(|c| c.id)
-            .max()
+            .map(|c| c.id);
+        let mut best = None;
+        for id in candidates {
+            if id == ContainerId::BLOCKED {
+                return Some(id);
+            }
+            best = best.max(Some(id));
+        }
+        best
     };
     let by_user = highest(&|m| matches!(m, Member::User(u) if u == uri));
     let by_domain = || highest(&|m| matches!(m, Member::Domain(d) if d == uri.domain()));

@@ -65,6 +65,9 @@ pub trait Aggregator: Send + Sync {
     fn is_output(&self, key: &InstanceKey) -> bool;
     /// Keys whose change makes the aggregation run again.
     fn is_input(&self, key: &InstanceKey) -> bool;
+    /// Containers the aggregator writes into. They are created with the presentity,
+    /// so aggregation never creates containers (and never breaks the container limit).
+    fn output_containers(&self) -> Vec<ContainerId>;
     /// Outputs that exist whatever the inputs (the blocked container's offline view).
     fn fixed_outputs(&self, uri: &UserUri) -> Vec<AggregateOutput>;
     /// The user-bound outputs for these inputs.
@@ -302,6 +305,13 @@ impl Aggregator for BuiltinAggregator {
     fn is_input(&self, key: &InstanceKey) -> bool {
         matches!(&*key.category, "state" | "device")
             && (key.container == ContainerId::AGGREGATION_1 || key.container == ContainerId::AGGREGATION_2)
+    }
+
+    fn output_containers(&self) -> Vec<ContainerId> {
+        STATE_CONTAINERS
+            .iter()
+            .map(|c| ContainerId::new(*c as u64).expect("well-known id"))
+            .collect()
     }
 
     fn fixed_outputs(&self, _uri: &UserUri) -> Vec<AggregateOutput> {

@@ -145,6 +145,9 @@ impl PresentityDoc {
     }
 
     fn ensure_fixed_outputs(&mut self, ctx: &Ctx<'_>) {
+        for id in ctx.aggregator.output_containers() {
+            self.containers.entry(id).or_insert_with(|| Container::new(id));
+        }
         let mut ignored = ChangeSet::default();
         for out in ctx.aggregator.fixed_outputs(&self.uri) {
             self.write_server(out, ctx, &mut ignored);
@@ -279,7 +282,8 @@ impl PresentityDoc {
         if !conflicts.is_empty() {
             return Err(PublishError::Conflict(conflicts));
         }
-        if self.instances.len() + added - removed > MAX_INSTANCES_PER_PRESENTITY {
+        let client_instances = self.instances.values().filter(|i| i.author == Author::Client).count();
+        if client_instances + added - removed > MAX_INSTANCES_PER_PRESENTITY {
             return Err(PublishError::TooLarge(format!(
                 "a presentity holds at most {MAX_INSTANCES_PER_PRESENTITY} category instances"
             )));
@@ -399,9 +403,6 @@ impl PresentityDoc {
             Some(cur) => cur.version + 1,
             None => 1,
         };
-        self.containers
-            .entry(out.key.container)
-            .or_insert_with(|| Container::new(out.key.container));
         let inst = CategoryInstance {
             version,
             expiry: out.expiry,

@@ -5,7 +5,9 @@
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Most publications in one batch.
 pub const MAX_PUBLICATIONS_PER_BATCH: usize = 256;
-/// Most category instances one presentity may hold across all containers.
+/// Most client-published category instances one presentity may hold across all
+/// containers. Server-written instances (aggregation outputs, directory data) come on
+/// top; their writers bound them.
 pub const MAX_INSTANCES_PER_PRESENTITY: usize = 4096;
 /// Most members in one container.
 pub const MAX_MEMBERS_PER_CONTAINER: usize = 1000;

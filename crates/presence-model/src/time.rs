@@ -17,7 +17,8 @@ impl Timestamp {
     }
 
     pub fn plus_secs(self, secs: u64) -> Self {
-        Timestamp(self.0.saturating_add((secs as i64).saturating_mul(1000)))
+        let ms = i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
+        Timestamp(self.0.saturating_add(ms))
     }
 
     fn datetime(self) -> DateTime<Utc> {

@@ -149,15 +149,22 @@ fn local(name: &[u8]) -> String {
     }
 }
 
+/// An entity reference that is not one of the five predefined ones can only be
+/// resolved through a DTD, so it is reported as one.
+fn escape_error(msg: String) -> XmlError {
+    if msg.to_ascii_lowercase().contains("entity") {
+        XmlError::Dtd
+    } else {
+        XmlError::Malformed(msg)
+    }
+}
+
 fn start_element(start: &BytesStart) -> Result<Element, XmlError> {
     let mut el = Element::new(&local(start.name().as_ref()));
     for attr in start.attributes() {
         let attr = attr.map_err(|e| XmlError::Malformed(e.to_string()))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr
-            .unescape_value()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?
-            .into_owned();
+        let value = attr.unescape_value().map_err(|e| escape_error(e.to_string()))?.into_owned();
         // Namespace declarations are kept under their full name; others by local name.
         let key = if key.starts_with("xmlns") {
             key
@@ -215,14 +222,7 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::Text(text) => {
-                let unescaped = text.unescape().map_err(|e| {
-                    let msg = e.to_string();
-                    if msg.contains("entity") || msg.contains("Entity") {
-                        XmlError::Dtd
-                    } else {
-                        XmlError::Malformed(msg)
-                    }
-                })?;
+                let unescaped = text.unescape().map_err(|e| escape_error(e.to_string()))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(Node::Text(unescaped.into_owned())),
                     None if unescaped.trim().is_empty() => {}

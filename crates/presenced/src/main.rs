@@ -5,6 +5,11 @@ use presenced::config::{Config, DEFAULT_DATA_DIR};
 use presenced::{server, users};
 use std::path::PathBuf;
 
+// The fan-out path allocates many small, short-lived objects; mimalloc handles that
+// pattern far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Presenced: an enhanced presence server.
 #[derive(Parser)]
 #[command(version, about)]
