@@ -89,13 +89,9 @@ impl Tokens {
 
 /// The bearer token of a request, if it has one.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// An authenticated caller.
@@ -110,6 +106,13 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         let info = state.tokens.check(token).ok_or_else(ApiError::unauthorized)?;
+        // A user removed since sign-in loses access at once.
+        let (accounts, user) = (state.accounts.clone(), info.user.clone());
+        let exists = crate::routes::blocking(move || Ok(accounts.get(&user)?.is_some())).await?;
+        if !exists {
+            state.tokens.revoke(token);
+            return Err(ApiError::unauthorized());
+        }
         Ok(AuthUser {
             token: token.to_string(),
             info,

@@ -81,7 +81,7 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::Conflict(c) => ApiError::conflict(c),
             PublishError::Duplicate { .. } => ApiError::new(StatusCode::BAD_REQUEST, "duplicate_key", msg),
-            PublishError::Invalid { .. } | PublishError::EndpointRequired { .. } => {
+            PublishError::Invalid { .. } | PublishError::EndpointRequired { .. } | PublishError::Empty => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_publication", msg)
             }
             PublishError::InvalidXml { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_xml", msg),
@@ -99,6 +99,15 @@ impl From<MembershipError> for ApiError {
             MembershipError::Fixed(_) => ApiError::new(StatusCode::FORBIDDEN, "fixed_container", msg),
             MembershipError::Invalid { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_membership", msg),
             MembershipError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+        }
+    }
+}
+
+impl From<accounts::AccountError> for ApiError {
+    fn from(e: accounts::AccountError) -> Self {
+        match e {
+            accounts::AccountError::Store(err) => EngineError::Store(err).into(),
+            other => ApiError::internal(other.to_string()),
         }
     }
 }

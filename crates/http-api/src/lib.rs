@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
-mod routes;
+pub(crate) mod routes;
 
 use accounts::Accounts;
 use axum::Router;
@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/presentities/{user}", get(routes::presentities::get_presentity))
         .fallback(routes::meta::not_found)
+        .method_not_allowed_fallback(routes::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

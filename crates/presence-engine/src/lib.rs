@@ -165,6 +165,14 @@ impl Engine {
         });
         let engine = Engine { inner };
         let records = engine.inner.store.load_presentities()?;
+        // Publication order must continue after the restored instances, or restored
+        // states would count as newer than everything published after a restart.
+        let last_seq = records
+            .iter()
+            .flat_map(|r| r.instances.iter().map(|i| i.seq))
+            .max()
+            .unwrap_or(0);
+        engine.inner.seq.store(last_seq, Ordering::Relaxed);
         let mut map = engine.inner.presentities.write();
         for record in records {
             let doc = PresentityDoc::restore(record, &engine.ctx(false));
@@ -192,6 +200,11 @@ impl Engine {
             stamper: &*self.inner,
             online,
         }
+    }
+
+    /// Deadlines waiting in the timer heap.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.timers.len()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -246,6 +259,9 @@ impl Engine {
             }
             None => return Err(EngineError::UnknownUser(user.clone())),
         };
+        if let Some(max) = record.instances.iter().map(|i| i.seq).max() {
+            self.inner.seq.fetch_max(max, Ordering::Relaxed);
+        }
         let doc = PresentityDoc::restore(record, &self.ctx(false));
         self.schedule_expiry(&doc);
         let mut map = self.inner.presentities.write();
@@ -265,9 +281,9 @@ impl Engine {
         let domain = watcher.domain();
         if self.exists(watcher).unwrap_or(false) {
             Relation::SameEnterprise
-        } else if self.inner.config.federated_domains.iter().any(|d| d == domain) {
+        } else if self.inner.config.federated_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
             Relation::Federated
-        } else if self.inner.config.public_cloud_domains.iter().any(|d| d == domain) {
+        } else if self.inner.config.public_cloud_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
             Relation::PublicCloud
         } else {
             Relation::Other
@@ -369,7 +385,8 @@ impl Engine {
     }
 
     /// What `viewer` may see of `target`: the visible instances of the requested
-    /// categories (all visible categories when `categories` is empty).
+    /// categories (all visible categories when `categories` is empty). A user looking
+    /// at themselves sees everything, as the owner.
     pub fn view(
         &self,
         viewer: &UserUri,
@@ -380,14 +397,13 @@ impl Engine {
         let cell = self.presentity(target)?;
         let state = cell.state.lock();
         let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: viewer, relation });
-        let names: Vec<String> = if categories.is_empty() {
-            let mut all: Vec<String> = state.doc.instances().map(|i| i.key.category.to_string()).collect();
-            all.sort();
-            all.dedup();
-            all
+        let mut names: Vec<String> = if categories.is_empty() {
+            state.doc.instances().map(|i| i.key.category.to_string()).collect()
         } else {
             categories.to_vec()
         };
+        names.sort();
+        names.dedup();
         Ok(names
             .iter()
             .flat_map(|n| acl::visible_instances(&state.doc, view, n))

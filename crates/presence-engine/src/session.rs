@@ -142,12 +142,27 @@ impl Session {
                 config.max_targets_per_subscription
             )));
         }
-        let replacing = inner.subs.lock().contains_key(id);
-        if !replacing && inner.subs.lock().len() >= config.max_subscriptions_per_endpoint {
-            return Err(EngineError::TooLarge(format!(
-                "an endpoint holds at most {} subscriptions",
-                config.max_subscriptions_per_endpoint
-            )));
+        {
+            let subs = inner.subs.lock();
+            if !subs.contains_key(id) && subs.len() >= config.max_subscriptions_per_endpoint {
+                return Err(EngineError::TooLarge(format!(
+                    "an endpoint holds at most {} subscriptions",
+                    config.max_subscriptions_per_endpoint
+                )));
+            }
+            // Every watched presentity (and the self view) can be pending in the queue
+            // at once; more than the queue holds would overflow on every resync.
+            let watched: usize = subs
+                .iter()
+                .filter(|(k, _)| k.as_str() != id)
+                .map(|(_, a)| a.targets.len())
+                .sum();
+            if watched + uris.len() + 1 > config.max_pending_per_subscriber {
+                return Err(EngineError::TooLarge(format!(
+                    "an endpoint watches at most {} presentities in all",
+                    config.max_pending_per_subscriber - 1
+                )));
+            }
         }
         let mut names: Vec<Arc<str>> = if categories.is_empty() {
             DEFAULT_CATEGORIES.iter().map(|c| Arc::from(*c)).collect()
@@ -176,7 +191,13 @@ impl Session {
                     result.unknown.push(u);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Undo the edges added so far; nothing of this request stays.
+                    let partial = Active { sub, targets: cells };
+                    engine.inner.metrics.watch_edges.add(partial.targets.len() as u64);
+                    inner.remove_edges(&partial);
+                    return Err(e);
+                }
             };
             let mut state = cell.state.lock();
             let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: &watcher, relation });

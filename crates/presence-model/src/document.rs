@@ -192,8 +192,11 @@ impl PresentityDoc {
         &self.subscribers
     }
 
-    /// Applies a publication batch all-or-nothing (see the crate docs for the rules),
-    /// then re-runs aggregation if an aggregation input changed.
+    /// Applies a publication batch all-or-nothing, then re-runs aggregation if an
+    /// aggregation input changed. Rules: versions must match (0 for a new key), keys
+    /// are unique within the batch, `expires = 0` deletes, values are single XML
+    /// elements within [`MAX_VALUE_BYTES`], server-written keys are read-only, unknown
+    /// container ids are created, and endpoint-bound instances need an endpoint.
     pub fn publish(
         &mut self,
         items: &[Publication],
@@ -201,10 +204,7 @@ impl PresentityDoc {
         ctx: &Ctx<'_>,
     ) -> Result<(Vec<PublishedItem>, ChangeSet), PublishError> {
         if items.is_empty() {
-            return Err(PublishError::Invalid {
-                index: 0,
-                reason: "the batch holds no publication".into(),
-            });
+            return Err(PublishError::Empty);
         }
         if items.len() > MAX_PUBLICATIONS_PER_BATCH {
             return Err(PublishError::TooLarge(format!(

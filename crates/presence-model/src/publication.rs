@@ -38,6 +38,8 @@ pub struct Conflict {
 /// Every `index` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
+    #[error("the batch holds no publication")]
+    Empty,
     #[error("publication {index}: {reason}")]
     Invalid { index: usize, reason: String },
     #[error("publication {index} repeats the key of publication {first}")]

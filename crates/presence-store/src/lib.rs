@@ -54,6 +54,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes documents durably (all or none) before returning.
     fn save_presentities(&self, records: &[DocRecord]) -> Result<(), StoreError>;
     fn delete_presentity(&self, uri: &UserUri) -> Result<(), StoreError>;
+    /// Deletes documents whose account is gone (a user removed while a server still
+    /// held them in memory); returns how many.
+    fn delete_orphan_presentities(&self) -> Result<usize, StoreError>;
 
     /// Inserts a new account; `false` if the user already exists.
     fn insert_account(&self, account: &Account) -> Result<bool, StoreError>;

@@ -133,6 +133,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn delete_orphan_presentities(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .lock()
+            .execute("DELETE FROM presentities WHERE uri NOT IN (SELECT uri FROM accounts)", [])?)
+    }
+
     fn insert_account(&self, a: &Account) -> Result<bool, StoreError> {
         let n = self.conn.lock().execute(
             &format!("INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
@@ -230,7 +237,9 @@ mod tests {
         assert!(s.update_account(&a).unwrap());
         assert_eq!(s.account(&a.uri).unwrap(), Some(a.clone()));
         assert_eq!(s.accounts().unwrap().len(), 1);
-        s.save_presentities(&[record("a@x.com")]).unwrap();
+        s.save_presentities(&[record("a@x.com"), record("orphan@x.com")]).unwrap();
+        assert_eq!(s.delete_orphan_presentities().unwrap(), 1, "only the document without an account");
+        assert!(s.load_presentity(&a.uri).unwrap().is_some());
         assert!(s.delete_account(&a.uri).unwrap());
         assert!(!s.delete_account(&a.uri).unwrap());
         assert_eq!(s.load_presentity(&a.uri).unwrap(), None, "document goes with the account");

@@ -65,14 +65,14 @@ impl Histogram {
         }
         let exp = 63 - ns.leading_zeros() as u64;
         let sub = (ns >> (exp - 3)) & 7;
-        (exp * 8 + sub) as usize
+        ((exp - 2) * 8 + sub) as usize
     }
 
     fn lower_bound(idx: usize) -> u64 {
         if idx < 8 {
             return idx as u64;
         }
-        let (exp, sub) = ((idx / 8) as u64, (idx % 8) as u64);
+        let (exp, sub) = ((idx / 8) as u64 + 2, (idx % 8) as u64);
         (8 + sub) << (exp - 3)
     }
 

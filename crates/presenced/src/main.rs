@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use presenced::bench::{FanoutArgs, run_fanout};
-use presenced::config::{Config, DEFAULT_DATA_DIR};
+use presenced::config::Config;
 use presenced::{server, users};
 use std::path::PathBuf;
 
@@ -48,8 +48,21 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct DataDir {
-    #[arg(long, env = "PRESENCED_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// Data directory [default: the configuration's, else ./presenced-data].
+    #[arg(long, env = "PRESENCED_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file to take the data directory from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> Result<PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(Config::load(self.config.as_deref())?.server.data_dir),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -128,11 +141,11 @@ async fn main() -> Result<()> {
         }
         Command::User(u) => tokio::task::spawn_blocking(move || match u {
             UserCommand::Add { user, display_name, password_stdin, dir } => {
-                users::add(&dir.data_dir, &user, display_name.as_deref(), password_stdin)
+                users::add(&dir.resolve()?, &user, display_name.as_deref(), password_stdin)
             }
-            UserCommand::List { dir } => users::list(&dir.data_dir),
-            UserCommand::Passwd { user, password_stdin, dir } => users::passwd(&dir.data_dir, &user, password_stdin),
-            UserCommand::Remove { user, dir } => users::remove(&dir.data_dir, &user),
+            UserCommand::List { dir } => users::list(&dir.resolve()?),
+            UserCommand::Passwd { user, password_stdin, dir } => users::passwd(&dir.resolve()?, &user, password_stdin),
+            UserCommand::Remove { user, dir } => users::remove(&dir.resolve()?, &user),
         })
         .await?,
         Command::Bench(BenchCommand::Fanout { presentities, watchers, publications, publishers, json }) => {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use http_api::{AppState, Tokens};
 use presence_engine::{Engine, EngineError};
 use presence_model::BuiltinAggregator;
-use presence_store::SqliteStore;
+use presence_store::{SqliteStore, Store};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,10 @@ pub fn open_accounts(data_dir: &Path) -> Result<(Arc<SqliteStore>, Arc<Accounts>
 
 pub fn open(config: &Config) -> Result<Services> {
     let (store, accounts) = open_accounts(&config.server.data_dir)?;
+    let orphans = store.delete_orphan_presentities()?;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed presence data of deleted users");
+    }
     let engine = Engine::new(store, Arc::new(BuiltinAggregator), config.engine_config())
         .map_err(|e: EngineError| anyhow::anyhow!(e))
         .context("loading presence data")?;

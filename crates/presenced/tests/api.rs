@@ -60,6 +60,25 @@ async fn sessions_and_authentication() {
     assert!(metrics.contains("presenced_publications_total"));
     assert_eq!(c.get(server.url("/")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(server.url("/no/such")).send().await.unwrap().status(), 404);
+    let r = c.put(server.url("/v1/me")).bearer_auth(&alice.token).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "method_not_allowed");
+    let r = c
+        .get(server.url("/v1/presentities/alice@example.com?colour=red"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_request");
+    // The bearer scheme is case-insensitive.
+    let r = c
+        .get(server.url("/v1/me"))
+        .header("Authorization", format!("bearer {}", alice.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // Sign-out revokes the token.
     let (s, _) = alice.get("/v1/me").await;
@@ -132,6 +151,13 @@ async fn publications_versions_and_errors() {
     assert_eq!(cats[0]["summary"]["note"], "hello");
     assert!(cats[0].get("container").is_none() && cats[0].get("version").is_none());
     assert_eq!(bob.get("/v1/presentities/nobody@example.com").await.0, 404);
+    // Looking at oneself shows one's own data with its containers.
+    let (_, own) = alice.get("/v1/presentities/alice@example.com?categories=note,note").await;
+    let own_notes = own["categories"].as_array().unwrap();
+    assert!(own_notes.iter().all(|n| n["container"].is_u64()), "{own}");
+    assert_eq!(own_notes.len(), 2, "200 and 401, once each: {own}");
+    let (s, body) = alice.publish(json!({"publications": []})).await;
+    assert_eq!((s, body["error"].as_str()), (400, Some("invalid_publication")));
     assert_eq!(bob.get("/v1/presentities/not-a-user").await.0, 400);
 }
 

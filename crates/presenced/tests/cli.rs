@@ -63,10 +63,12 @@ async fn user_administration_while_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    server.login("dave@example.com", "second").await;
+    let dave = Api::new(&server, &server.login("dave@example.com", "second").await);
+    assert_eq!(dave.get("/v1/me").await.0, 200);
 
     let (ok, _, _) = run(&["user", "remove", "dave@example.com"], p, None);
     assert!(ok);
+    assert_eq!(dave.get("/v1/me").await.0, 401, "a removed user's token stops working");
     let (ok, _, err) = run(&["user", "remove", "dave@example.com"], p, None);
     assert!(!ok && err.contains("no such user"), "{err}");
     let r = c

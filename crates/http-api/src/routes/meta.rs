@@ -21,6 +21,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let mut rows = state.engine.metrics().rows();
     rows.push((
+        "presenced_timers",
+        "Deadlines waiting in the timer heap.",
+        "gauge",
+        state.engine.pending_timers() as u64,
+    ));
+    rows.push((
         "presenced_http_tokens",
         "Live API bearer tokens.",
         "gauge",
@@ -37,4 +43,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

@@ -6,7 +6,8 @@ pub mod stream;
 
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use presence_model::UserUri;
 use serde::de::DeserializeOwned;
@@ -40,6 +41,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn rejection_text(r: &JsonRejection) -> String {
     r.body_text()
+}
+
+/// Query parameters whose rejections are JSON 400s.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r| ApiError::bad_request(r.body_text()))
+    }
 }
 
 /// Runs engine work (which may wait for the store) off the async workers.

@@ -1,12 +1,12 @@
 //! `GET /v1/presentities/{user}`: exactly what the caller may see of a user.
 
-use super::{blocking, parse_user};
+use super::{ApiQuery, blocking, parse_user};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::json;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ pub async fn get_presentity(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(user): Path<String>,
-    Query(params): Query<Params>,
+    ApiQuery(params): ApiQuery<Params>,
 ) -> Result<Json<Value>, ApiError> {
     let target = parse_user(&user)?;
     let categories: Vec<String> = params
@@ -36,8 +36,10 @@ pub async fn get_presentity(
     let viewer = auth.info.user.clone();
     let uri = target.clone();
     let visible = blocking(move || Ok(engine.view(&viewer, &uri, &categories)?)).await?;
+    // Users looking at themselves see their own data, with its container ids.
+    let owner = auth.info.user == target;
     Ok(Json(json!({
         "uri": target.as_str(),
-        "categories": visible.iter().map(|i| json::instance(i, false)).collect::<Vec<_>>(),
+        "categories": visible.iter().map(|i| json::instance(i, owner)).collect::<Vec<_>>(),
     })))
 }

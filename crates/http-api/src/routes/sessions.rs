@@ -22,12 +22,7 @@ pub async fn create(
     ApiJson(creds): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let accounts = state.accounts.clone();
-    let verified = blocking(move || {
-        accounts
-            .verify(&creds.user, &creds.password)
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
+    let verified = blocking(move || Ok(accounts.verify(&creds.user, &creds.password)?)).await?;
     let Some(account) = verified else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
