@@ -6,8 +6,8 @@
 //! the user's URI, so SIP NTLM authentication can be offered without a password reset.
 //! A copy of the database alone reveals neither.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use md4::{Digest, Md4};
@@ -148,12 +148,23 @@ impl Accounts {
         OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad: uri.as_str().as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: uri.as_str().as_bytes(),
+                },
+            )
             .expect("sealing cannot fail");
         [nonce.as_slice(), &sealed].concat()
     }
 
-    pub fn add(&self, uri: &UserUri, display_name: &str, password: &str) -> Result<AccountInfo, AccountError> {
+    pub fn add(
+        &self,
+        uri: &UserUri,
+        display_name: &str,
+        password: &str,
+    ) -> Result<AccountInfo, AccountError> {
         check_password(password)?;
         if display_name.len() > MAX_DISPLAY_NAME_BYTES {
             return Err(AccountError::BadDisplayName);
@@ -194,7 +205,12 @@ impl Accounts {
     }
 
     pub fn list(&self) -> Result<Vec<AccountInfo>, AccountError> {
-        Ok(self.store.accounts()?.iter().map(AccountInfo::from).collect())
+        Ok(self
+            .store
+            .accounts()?
+            .iter()
+            .map(AccountInfo::from)
+            .collect())
     }
 
     pub fn get(&self, uri: &UserUri) -> Result<Option<AccountInfo>, AccountError> {
@@ -208,9 +224,15 @@ impl Accounts {
             Ok(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(&uri)?,
             _ => None,
         };
-        let hash = account.as_ref().map_or(self.dummy_hash.as_str(), |a| &a.password_hash);
+        let hash = account
+            .as_ref()
+            .map_or(self.dummy_hash.as_str(), |a| &a.password_hash);
         let ok = PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false);
         Ok(match account {
             Some(a) if ok => Some(AccountInfo::from(&a)),
@@ -230,7 +252,13 @@ impl Accounts {
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: uri.as_str().as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: uri.as_str().as_bytes(),
+                },
+            )
             .map_err(|_| AccountError::Unseal(uri.clone()))?;
         plain
             .try_into()
@@ -264,16 +292,39 @@ mod tests {
         let (dir, store, accounts) = setup();
         let alice = UserUri::parse("alice@example.com").unwrap();
         accounts.add(&alice, "Alice", "s3cret").unwrap();
-        assert!(matches!(accounts.add(&alice, "A", "x"), Err(AccountError::Exists(_))));
-        assert_eq!(accounts.verify("sip:Alice@example.com", "s3cret").unwrap().unwrap().display_name, "Alice");
+        assert!(matches!(
+            accounts.add(&alice, "A", "x"),
+            Err(AccountError::Exists(_))
+        ));
+        assert_eq!(
+            accounts
+                .verify("sip:Alice@example.com", "s3cret")
+                .unwrap()
+                .unwrap()
+                .display_name,
+            "Alice"
+        );
         assert_eq!(accounts.verify("alice@example.com", "wrong").unwrap(), None);
-        assert_eq!(accounts.verify("nobody@example.com", "s3cret").unwrap(), None);
+        assert_eq!(
+            accounts.verify("nobody@example.com", "s3cret").unwrap(),
+            None
+        );
         assert_eq!(accounts.verify("not a uri", "s3cret").unwrap(), None);
         assert_eq!(accounts.nt_hash(&alice).unwrap(), Some(nt_hash("s3cret")));
 
         accounts.set_password(&alice, "n3w").unwrap();
-        assert!(accounts.verify("alice@example.com", "s3cret").unwrap().is_none());
-        assert!(accounts.verify("alice@example.com", "n3w").unwrap().is_some());
+        assert!(
+            accounts
+                .verify("alice@example.com", "s3cret")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            accounts
+                .verify("alice@example.com", "n3w")
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(accounts.nt_hash(&alice).unwrap(), Some(nt_hash("n3w")));
 
         // The stored record holds neither the password nor the plain NT hash.
@@ -286,14 +337,20 @@ mod tests {
         // Another data directory's key cannot open it.
         let other = tempfile::tempdir().unwrap();
         let foreign = Accounts::open(store.clone(), other.path()).unwrap();
-        assert!(matches!(foreign.nt_hash(&alice), Err(AccountError::Unseal(_))));
+        assert!(matches!(
+            foreign.nt_hash(&alice),
+            Err(AccountError::Unseal(_))
+        ));
 
         // Reopening with the same directory keeps the key.
         let again = Accounts::open(store.clone(), dir.path()).unwrap();
         assert_eq!(again.nt_hash(&alice).unwrap(), Some(nt_hash("n3w")));
 
         accounts.remove(&alice).unwrap();
-        assert!(matches!(accounts.remove(&alice), Err(AccountError::NotFound(_))));
+        assert!(matches!(
+            accounts.remove(&alice),
+            Err(AccountError::NotFound(_))
+        ));
         assert!(accounts.list().unwrap().is_empty());
     }
 
@@ -301,9 +358,17 @@ mod tests {
     fn password_limits() {
         let (_dir, _store, accounts) = setup();
         let u = UserUri::parse("bob@example.com").unwrap();
-        assert!(matches!(accounts.add(&u, "B", ""), Err(AccountError::BadPassword)));
+        assert!(matches!(
+            accounts.add(&u, "B", ""),
+            Err(AccountError::BadPassword)
+        ));
         let long = "p".repeat(MAX_PASSWORD_BYTES + 1);
-        assert!(matches!(accounts.add(&u, "B", &long), Err(AccountError::BadPassword)));
-        accounts.add(&u, "B", &"p".repeat(MAX_PASSWORD_BYTES)).unwrap();
+        assert!(matches!(
+            accounts.add(&u, "B", &long),
+            Err(AccountError::BadPassword)
+        ));
+        accounts
+            .add(&u, "B", &"p".repeat(MAX_PASSWORD_BYTES))
+            .unwrap();
     }
 }

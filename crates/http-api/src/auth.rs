@@ -48,7 +48,10 @@ impl Tokens {
         if map.len() >= MAX_TOKENS {
             map.retain(|_, t| t.expires > now);
             if map.len() >= MAX_TOKENS {
-                let oldest = map.iter().min_by_key(|(_, t)| t.expires).map(|(k, _)| k.clone());
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, t)| t.expires)
+                    .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     map.remove(&k);
                 }
@@ -89,7 +92,11 @@ impl Tokens {
 
 /// The bearer token of a request, if it has one.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -103,9 +110,15 @@ pub struct AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let info = state.tokens.check(token).ok_or_else(ApiError::unauthorized)?;
+        let info = state
+            .tokens
+            .check(token)
+            .ok_or_else(ApiError::unauthorized)?;
         // A user removed since sign-in loses access at once.
         let (accounts, user) = (state.accounts.clone(), info.user.clone());
         let exists = crate::routes::blocking(move || Ok(accounts.get(&user)?.is_some())).await?;

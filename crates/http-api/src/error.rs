@@ -80,13 +80,21 @@ impl From<PublishError> for ApiError {
         let msg = e.to_string();
         match e {
             PublishError::Conflict(c) => ApiError::conflict(c),
-            PublishError::Duplicate { .. } => ApiError::new(StatusCode::BAD_REQUEST, "duplicate_key", msg),
-            PublishError::Invalid { .. } | PublishError::EndpointRequired { .. } | PublishError::Empty => {
+            PublishError::Duplicate { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "duplicate_key", msg)
+            }
+            PublishError::Invalid { .. }
+            | PublishError::EndpointRequired { .. }
+            | PublishError::Empty => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_publication", msg)
             }
-            PublishError::InvalidXml { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_xml", msg),
+            PublishError::InvalidXml { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_xml", msg)
+            }
             PublishError::ReadOnly { .. } => ApiError::new(StatusCode::FORBIDDEN, "read_only", msg),
-            PublishError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            PublishError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
+            }
         }
     }
 }
@@ -96,9 +104,15 @@ impl From<MembershipError> for ApiError {
         let msg = e.to_string();
         match e {
             MembershipError::Conflict(c) => ApiError::conflict(c),
-            MembershipError::Fixed(_) => ApiError::new(StatusCode::FORBIDDEN, "fixed_container", msg),
-            MembershipError::Invalid { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_membership", msg),
-            MembershipError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            MembershipError::Fixed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "fixed_container", msg)
+            }
+            MembershipError::Invalid { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_membership", msg)
+            }
+            MembershipError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
+            }
         }
     }
 }
@@ -118,11 +132,20 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Publish(p) => p.into(),
             EngineError::Membership(m) => m.into(),
-            EngineError::UnknownUser(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_user", msg),
-            EngineError::NotASubscriber(_) => ApiError::new(StatusCode::NOT_FOUND, "not_a_subscriber", msg),
-            EngineError::NotYourEndpoint(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", msg),
-            EngineError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            EngineError::UnknownUser(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_user", msg)
+            }
+            EngineError::NotASubscriber(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_a_subscriber", msg)
+            }
+            EngineError::NotYourEndpoint(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", msg)
+            }
+            EngineError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
+            }
             EngineError::Invalid(_) => ApiError::bad_request(msg),
+            EngineError::Ended => ApiError::new(StatusCode::GONE, "ended", msg),
             EngineError::Store(err) => {
                 tracing::error!(error = %err, "store failure");
                 ApiError::new(

@@ -82,7 +82,8 @@ pub struct MemberIn {
 
 impl MemberIn {
     pub fn parse(&self) -> Result<Member, ApiError> {
-        Member::from_parts(&self.kind, self.value.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))
+        Member::from_parts(&self.kind, self.value.as_deref())
+            .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 }
 

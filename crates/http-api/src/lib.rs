@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(routes::meta::index))
         .route("/openapi.json", get(routes::meta::openapi))
         .route("/metrics", get(routes::meta::metrics))
-        .route("/v1/sessions", post(routes::sessions::create).delete(routes::sessions::delete))
+        .route(
+            "/v1/sessions",
+            post(routes::sessions::create).delete(routes::sessions::delete),
+        )
         .route("/v1/stream", get(routes::stream::upgrade))
         .route("/v1/me", get(routes::me::get_me))
         .route("/v1/me/publications", post(routes::me::publish))
@@ -66,7 +69,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/me/subscribers/{user}/acknowledge",
             post(routes::me::acknowledge),
         )
-        .route("/v1/presentities/{user}", get(routes::presentities::get_presentity))
+        .route(
+            "/v1/presentities/{user}",
+            get(routes::presentities::get_presentity),
+        )
         .fallback(routes::meta::not_found)
         .method_not_allowed_fallback(routes::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,28 +1,39 @@
 //! Fan-out: after a change to one presentity, compute each affected view once and
 //! hand the shared result to every watcher resolved to it.
 
-use crate::queue::{CategoryView, SelfUpdate, Views};
-use smallvec::SmallVec;
-use std::time::Instant;
 use crate::PresentityState;
+use crate::queue::{CategoryView, SelfUpdate, Views};
 use presence_model::acl::{self, View, Viewer};
 use presence_model::document::ChangeSet;
 use presence_model::{ContainerId, PresentityDoc};
+use smallvec::SmallVec;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Categories a subscription with an empty category list receives (the default list
 /// of Microsoft's client API).
-pub const DEFAULT_CATEGORIES: [&str; 5] = ["state", "note", "contactCard", "calendarData", "services"];
+pub const DEFAULT_CATEGORIES: [&str; 5] =
+    ["state", "note", "contactCard", "calendarData", "services"];
 
 fn category_view(doc: &PresentityDoc, view: View, name: &Arc<str>) -> Arc<CategoryView> {
-    let instances = acl::visible_instances(doc, view, name).into_iter().cloned().collect();
-    Arc::new(CategoryView::new(name.clone(), view == View::Owner, instances))
+    let instances = acl::visible_instances(doc, view, name)
+        .into_iter()
+        .cloned()
+        .collect();
+    Arc::new(CategoryView::new(
+        name.clone(),
+        view == View::Owner,
+        instances,
+    ))
 }
 
 /// The full view of `categories` for one watcher view, for a subscription's first
 /// notification or a resync.
 pub(crate) fn snapshot(doc: &PresentityDoc, view: View, categories: &[Arc<str>]) -> Views {
-    categories.iter().map(|n| category_view(doc, view, n)).collect()
+    categories
+        .iter()
+        .map(|n| category_view(doc, view, n))
+        .collect()
 }
 
 /// Everything the owner has, as the first self notification.
@@ -42,8 +53,11 @@ fn own_update(doc: &PresentityDoc, changes: &ChangeSet) -> SelfUpdate {
     let names: Vec<Arc<str>> = changes.category_names().into_iter().collect();
     SelfUpdate {
         categories: snapshot(doc, View::Owner, &names),
-        containers: (!changes.containers.is_empty()).then(|| Arc::new(doc.containers().cloned().collect())),
-        subscribers: changes.subscribers.then(|| Arc::new(doc.subscribers().to_vec())),
+        containers: (!changes.containers.is_empty())
+            .then(|| Arc::new(doc.containers().cloned().collect())),
+        subscribers: changes
+            .subscribers
+            .then(|| Arc::new(doc.subscribers().to_vec())),
     }
 }
 

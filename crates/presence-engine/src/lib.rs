@@ -77,6 +77,8 @@ pub enum EngineError {
     NotASubscriber(#[from] NotASubscriber),
     #[error("{0}")]
     TooLarge(String),
+    #[error("the endpoint has signed out")]
+    Ended,
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("store failure: {0}")]
@@ -234,7 +236,8 @@ impl Engine {
         self.inner.store.save_presentities(&records)?;
         let mut map = self.inner.presentities.write();
         for doc in fresh {
-            map.entry(doc.uri().clone()).or_insert_with(|| Self::cell(doc));
+            map.entry(doc.uri().clone())
+                .or_insert_with(|| Self::cell(doc));
         }
         Ok(())
     }
@@ -265,7 +268,10 @@ impl Engine {
         let doc = PresentityDoc::restore(record, &self.ctx(false));
         self.schedule_expiry(&doc);
         let mut map = self.inner.presentities.write();
-        Ok(map.entry(user.clone()).or_insert_with(|| Self::cell(doc)).clone())
+        Ok(map
+            .entry(user.clone())
+            .or_insert_with(|| Self::cell(doc))
+            .clone())
     }
 
     pub fn exists(&self, user: &UserUri) -> Result<bool, EngineError> {
@@ -281,9 +287,21 @@ impl Engine {
         let domain = watcher.domain();
         if self.exists(watcher).unwrap_or(false) {
             Relation::SameEnterprise
-        } else if self.inner.config.federated_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        } else if self
+            .inner
+            .config
+            .federated_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+        {
             Relation::Federated
-        } else if self.inner.config.public_cloud_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        } else if self
+            .inner
+            .config
+            .public_cloud_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+        {
             Relation::PublicCloud
         } else {
             Relation::Other
@@ -294,7 +312,9 @@ impl Engine {
     /// fails, the caller restores its backup and nothing is acknowledged or notified.
     fn commit(&self, state: &mut PresentityState, changes: &ChangeSet) -> Result<(), EngineError> {
         if changes.durable {
-            self.inner.store.save_presentities(&[state.doc.to_record()])?;
+            self.inner
+                .store
+                .save_presentities(&[state.doc.to_record()])?;
         }
         self.schedule_expiry(&state.doc);
         fanout::fan_out(state, changes);
@@ -361,7 +381,11 @@ impl Engine {
             .collect())
     }
 
-    pub fn acknowledge_subscriber(&self, user: &UserUri, watcher: &UserUri) -> Result<(), EngineError> {
+    pub fn acknowledge_subscriber(
+        &self,
+        user: &UserUri,
+        watcher: &UserUri,
+    ) -> Result<(), EngineError> {
         let cell = self.presentity(user)?;
         let mut state = cell.state.lock();
         let backup = state.doc.clone();
@@ -396,9 +420,19 @@ impl Engine {
         let relation = self.relation_of(viewer);
         let cell = self.presentity(target)?;
         let state = cell.state.lock();
-        let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: viewer, relation });
+        let view = acl::resolve_container(
+            &state.doc,
+            Viewer::Watcher {
+                uri: viewer,
+                relation,
+            },
+        );
         let mut names: Vec<String> = if categories.is_empty() {
-            state.doc.instances().map(|i| i.key.category.to_string()).collect()
+            state
+                .doc
+                .instances()
+                .map(|i| i.key.category.to_string())
+                .collect()
         } else {
             categories.to_vec()
         };
@@ -413,28 +447,39 @@ impl Engine {
 
     fn schedule_expiry(&self, doc: &PresentityDoc) {
         if let Some(at) = doc.next_expiry() {
-            self.inner.timers.schedule(at, TimerKey::Instances(doc.uri().clone()));
+            self.inner
+                .timers
+                .schedule(at, TimerKey::Instances(doc.uri().clone()));
         }
     }
 
     /// Removes the `time` instances of `user` that are due.
     fn expire_instances(&self, user: &UserUri) {
-        let Ok(cell) = self.presentity(user) else { return };
+        let Ok(cell) = self.presentity(user) else {
+            return;
+        };
         let mut state = cell.state.lock();
         let online = !state.endpoints.is_empty();
         let backup = state.doc.clone();
         let now = self.inner.clock.now();
         let changes = state.doc.expire(now, &self.ctx(online));
         if changes.is_empty() {
+            // Nothing was due (the instance was republished or deleted since); the
+            // timer of whatever is still pending must be set again.
+            self.schedule_expiry(&state.doc);
             return;
         }
-        self.inner.metrics.expired.add(changes.categories.len() as u64);
+        self.inner
+            .metrics
+            .expired
+            .add(changes.categories.len() as u64);
         if let Err(e) = self.commit(&mut state, &changes) {
             tracing::error!(user = %user, error = %e, "cannot store expiry; retrying later");
             state.doc = backup;
-            self.inner
-                .timers
-                .schedule(now.plus_secs(timers::RETRY_SECS), TimerKey::Instances(user.clone()));
+            self.inner.timers.schedule(
+                now.plus_secs(timers::RETRY_SECS),
+                TimerKey::Instances(user.clone()),
+            );
         }
     }
 
@@ -483,14 +528,18 @@ impl Engine {
 
     fn set_deadline(&self, id: EndpointId, generation: u64, ttl: Duration) {
         let at = self.inner.clock.now().plus_secs(ttl.as_secs().max(1));
-        self.inner.timers.schedule(at, TimerKey::Endpoint(id, generation));
+        self.inner
+            .timers
+            .schedule(at, TimerKey::Endpoint(id, generation));
     }
 
     /// Extends a live endpoint's lifetime; `false` if it is gone.
     pub(crate) fn refresh_endpoint(&self, id: EndpointId, ttl: Duration) -> bool {
         let generation = {
             let mut eps = self.inner.endpoints.lock();
-            let Some(entry) = eps.get_mut(&id) else { return false };
+            let Some(entry) = eps.get_mut(&id) else {
+                return false;
+            };
             entry.generation += 1;
             entry.generation
         };
@@ -521,12 +570,17 @@ impl Engine {
         if let Some(session) = entry.session.upgrade() {
             session.teardown();
         }
-        let Ok(cell) = self.presentity(&entry.user) else { return true };
+        let Ok(cell) = self.presentity(&entry.user) else {
+            return true;
+        };
         let mut state = cell.state.lock();
         state.endpoints.retain(|e| *e != id);
         let online = !state.endpoints.is_empty();
         let changes = state.doc.remove_endpoint(id, &self.ctx(online));
-        self.inner.metrics.expired.add(changes.categories.len() as u64);
+        self.inner
+            .metrics
+            .expired
+            .add(changes.categories.len() as u64);
         if let Err(e) = self.commit(&mut state, &changes) {
             // The in-memory state is right; the store catches up with the next
             // durable write of this user.

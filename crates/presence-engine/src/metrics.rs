@@ -47,14 +47,54 @@ impl Metrics {
     /// `(name, help, kind, value)` rows for a Prometheus exposition.
     pub fn rows(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         vec![
-            ("presenced_publications_total", "Publication batches applied.", "counter", self.publications.get()),
-            ("presenced_publications_refused_total", "Publication batches refused.", "counter", self.publications_refused.get()),
-            ("presenced_notifications_delivered_total", "Notifications handed to front ends.", "counter", self.delivered.get()),
-            ("presenced_notifications_coalesced_total", "Notifications merged into a pending one.", "counter", self.coalesced.get()),
-            ("presenced_queue_overflows_total", "Subscriber queues reset to a resync.", "counter", self.overflows.get()),
-            ("presenced_instances_expired_total", "Category instances removed by expiry.", "counter", self.expired.get()),
-            ("presenced_endpoints", "Endpoints signed in.", "gauge", self.endpoints.get()),
-            ("presenced_watch_edges", "Live watcher-presentity subscriptions.", "gauge", self.watch_edges.get()),
+            (
+                "presenced_publications_total",
+                "Publication batches applied.",
+                "counter",
+                self.publications.get(),
+            ),
+            (
+                "presenced_publications_refused_total",
+                "Publication batches refused.",
+                "counter",
+                self.publications_refused.get(),
+            ),
+            (
+                "presenced_notifications_delivered_total",
+                "Notifications handed to front ends.",
+                "counter",
+                self.delivered.get(),
+            ),
+            (
+                "presenced_notifications_coalesced_total",
+                "Notifications merged into a pending one.",
+                "counter",
+                self.coalesced.get(),
+            ),
+            (
+                "presenced_queue_overflows_total",
+                "Subscriber queues reset to a resync.",
+                "counter",
+                self.overflows.get(),
+            ),
+            (
+                "presenced_instances_expired_total",
+                "Category instances removed by expiry.",
+                "counter",
+                self.expired.get(),
+            ),
+            (
+                "presenced_endpoints",
+                "Endpoints signed in.",
+                "gauge",
+                self.endpoints.get(),
+            ),
+            (
+                "presenced_watch_edges",
+                "Live watcher-presentity subscriptions.",
+                "gauge",
+                self.watch_edges.get(),
+            ),
         ]
     }
 }

@@ -55,7 +55,11 @@ impl CategoryView {
     }
 
     /// This view in `format`, encoding it with `encode` the first time only.
-    pub fn encoded(&self, format: WireFormat, encode: impl FnOnce(&CategoryView) -> String) -> &str {
+    pub fn encoded(
+        &self,
+        format: WireFormat,
+        encode: impl FnOnce(&CategoryView) -> String,
+    ) -> &str {
         self.encoded[format as usize].get_or_init(|| encode(self).into_boxed_str())
     }
 }
@@ -106,7 +110,10 @@ pub enum Delivery {
         queued_at: Instant,
     },
     /// The owner's own data changed.
-    Own { update: SelfUpdate, queued_at: Instant },
+    Own {
+        update: SelfUpdate,
+        queued_at: Instant,
+    },
     /// The queue overflowed and was emptied: the consumer must ask for snapshots.
     Resync,
 }
@@ -163,7 +170,10 @@ impl Subscriber {
         }
         let was_empty = q.entries.is_empty() && !q.resync;
         match (q.entries.get_mut(&key), item) {
-            (Some(Delivery::Categories { views, .. }), Delivery::Categories { views: newer, .. }) => {
+            (
+                Some(Delivery::Categories { views, .. }),
+                Delivery::Categories { views: newer, .. },
+            ) => {
                 merge_views(views, newer);
                 self.metrics.coalesced.inc();
             }
@@ -189,7 +199,13 @@ impl Subscriber {
         }
     }
 
-    pub(crate) fn push_categories(&self, cell_addr: usize, uri: &UserUri, views: Views, queued_at: Instant) {
+    pub(crate) fn push_categories(
+        &self,
+        cell_addr: usize,
+        uri: &UserUri,
+        views: Views,
+        queued_at: Instant,
+    ) {
         self.push(
             Key::Watched(cell_addr),
             Delivery::Categories {

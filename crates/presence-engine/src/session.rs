@@ -4,9 +4,9 @@ use crate::fanout::{self, DEFAULT_CATEGORIES};
 use crate::queue::Subscriber;
 use crate::{Engine, EngineError, PresentityCell};
 use parking_lot::Mutex;
+use presence_model::acl::Relation;
 use presence_model::acl::{self, Viewer};
 use presence_model::{EndpointId, SubscriberEntry, SubscriberType, UserUri};
-use presence_model::acl::Relation;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,28 +63,43 @@ impl SessionInner {
             let mut state = cell.state.lock();
             state.watchers.retain(|e| !Arc::ptr_eq(&e.sub, &active.sub));
         }
-        self.engine.inner.metrics.watch_edges.sub(active.targets.len() as u64);
+        self.engine
+            .inner
+            .metrics
+            .watch_edges
+            .sub(active.targets.len() as u64);
     }
 
     /// Drops every subscription and closes the queue. Idempotent.
     pub(crate) fn teardown(&self) {
-        if self.ended.swap(true, Ordering::SeqCst) {
+        if self.ended.load(Ordering::SeqCst) {
             return;
         }
-        let subs: Vec<Active> = self.subs.lock().drain().map(|(_, a)| a).collect();
+        let subs: Vec<Active> = {
+            let mut guard = self.subs.lock();
+            self.ended.store(true, Ordering::SeqCst);
+            guard.drain().map(|(_, a)| a).collect()
+        };
         for a in &subs {
             self.remove_edges(a);
         }
         if self.self_subscribed.load(Ordering::SeqCst) {
             let mut state = self.own.state.lock();
-            state.self_subs.retain(|s| !Arc::ptr_eq(s, &self.subscriber));
+            state
+                .self_subs
+                .retain(|s| !Arc::ptr_eq(s, &self.subscriber));
         }
         self.subscriber.close();
     }
 }
 
 impl Session {
-    pub(crate) fn new(engine: Engine, endpoint: EndpointId, own: Arc<PresentityCell>, subscriber: Arc<Subscriber>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        endpoint: EndpointId,
+        own: Arc<PresentityCell>,
+        subscriber: Arc<Subscriber>,
+    ) -> Self {
         Session {
             inner: Arc::new(SessionInner {
                 engine,
@@ -130,6 +145,9 @@ impl Session {
         let inner = &self.inner;
         let engine = &inner.engine;
         let config = engine.config();
+        if !self.is_live() {
+            return Err(EngineError::Ended);
+        }
         if id.is_empty() || id.len() > MAX_SUBSCRIPTION_ID_BYTES {
             return Err(EngineError::Invalid(format!(
                 "subscription ids are 1 to {MAX_SUBSCRIPTION_ID_BYTES} bytes"
@@ -150,19 +168,6 @@ impl Session {
                     config.max_subscriptions_per_endpoint
                 )));
             }
-            // Every watched presentity (and the self view) can be pending in the queue
-            // at once; more than the queue holds would overflow on every resync.
-            let watched: usize = subs
-                .iter()
-                .filter(|(k, _)| k.as_str() != id)
-                .map(|(_, a)| a.targets.len())
-                .sum();
-            if watched + uris.len() + 1 > config.max_pending_per_subscriber {
-                return Err(EngineError::TooLarge(format!(
-                    "an endpoint watches at most {} presentities in all",
-                    config.max_pending_per_subscriber - 1
-                )));
-            }
         }
         let mut names: Vec<Arc<str>> = if categories.is_empty() {
             DEFAULT_CATEGORIES.iter().map(|c| Arc::from(*c)).collect()
@@ -174,6 +179,22 @@ impl Session {
         let mut targets = uris.to_vec();
         targets.sort();
         targets.dedup();
+        {
+            let subs = inner.subs.lock();
+            // Every watched presentity (and the self view) can be pending in the queue
+            // at once; more than the queue holds would overflow on every resync.
+            let watched: usize = subs
+                .iter()
+                .filter(|(k, _)| k.as_str() != id)
+                .map(|(_, a)| a.targets.len())
+                .sum();
+            if watched + targets.len() + 1 > config.max_pending_per_subscriber {
+                return Err(EngineError::TooLarge(format!(
+                    "an endpoint watches at most {} presentities in all",
+                    config.max_pending_per_subscriber - 1
+                )));
+            }
+        }
         self.unsubscribe(id);
 
         let sub = Arc::new(crate::session::Subscription {
@@ -193,19 +214,38 @@ impl Session {
                 }
                 Err(e) => {
                     // Undo the edges added so far; nothing of this request stays.
-                    let partial = Active { sub, targets: cells };
-                    engine.inner.metrics.watch_edges.add(partial.targets.len() as u64);
+                    let partial = Active {
+                        sub,
+                        targets: cells,
+                    };
+                    engine
+                        .inner
+                        .metrics
+                        .watch_edges
+                        .add(partial.targets.len() as u64);
                     inner.remove_edges(&partial);
                     return Err(e);
                 }
             };
             let mut state = cell.state.lock();
-            let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: &watcher, relation });
+            let view = acl::resolve_container(
+                &state.doc,
+                Viewer::Watcher {
+                    uri: &watcher,
+                    relation,
+                },
+            );
             let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
-            inner
-                .subscriber
-                .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot, Instant::now());
-            state.watchers.push(crate::Edge { sub: sub.clone(), view });
+            inner.subscriber.push_categories(
+                fanout::cell_addr(&state),
+                state.doc.uri(),
+                snapshot,
+                Instant::now(),
+            );
+            state.watchers.push(crate::Edge {
+                sub: sub.clone(),
+                view,
+            });
             if context && uri != watcher && !fanout::is_blocked(view) {
                 let backup = state.doc.clone();
                 let changes = state.doc.add_subscriber(SubscriberEntry {
@@ -225,7 +265,19 @@ impl Session {
             result.subscribed.push(uri);
         }
         engine.inner.metrics.watch_edges.add(cells.len() as u64);
-        inner.subs.lock().insert(id.to_string(), Active { sub, targets: cells });
+        let active = Active {
+            sub,
+            targets: cells,
+        };
+        let mut subs = inner.subs.lock();
+        // Teardown drains `subs` after setting `ended`; checking under the same lock
+        // means a sign-out racing this request cannot leave edges behind.
+        if inner.ended.load(Ordering::SeqCst) {
+            drop(subs);
+            inner.remove_edges(&active);
+            return Err(EngineError::Ended);
+        }
+        subs.insert(id.to_string(), active);
         Ok(result)
     }
 
@@ -243,13 +295,18 @@ impl Session {
 
     /// Subscribes this endpoint to all of its owner's data; the full state is
     /// delivered at once, changes after.
-    pub fn subscribe_self(&self) {
+    pub fn subscribe_self(&self) -> Result<(), EngineError> {
         let inner = &self.inner;
         let mut state = inner.own.state.lock();
+        // Teardown takes this lock after setting `ended`, so the check cannot race it.
+        if !self.is_live() {
+            return Err(EngineError::Ended);
+        }
         if !inner.self_subscribed.swap(true, Ordering::SeqCst) {
             state.self_subs.push(inner.subscriber.clone());
         }
         inner.subscriber.push_own(fanout::own_full(&state.doc));
+        Ok(())
     }
 
     /// Delivers fresh snapshots of everything this session watches (after the
@@ -267,11 +324,20 @@ impl Session {
         for (sub, targets) in subs {
             for cell in targets {
                 let state = cell.state.lock();
-                let view = acl::resolve_container(&state.doc, Viewer::Watcher { uri: watcher, relation });
+                let view = acl::resolve_container(
+                    &state.doc,
+                    Viewer::Watcher {
+                        uri: watcher,
+                        relation,
+                    },
+                );
                 let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
-                inner
-                    .subscriber
-                    .push_categories(fanout::cell_addr(&state), state.doc.uri(), snapshot, Instant::now());
+                inner.subscriber.push_categories(
+                    fanout::cell_addr(&state),
+                    state.doc.uri(),
+                    snapshot,
+                    Instant::now(),
+                );
             }
         }
         if inner.self_subscribed.load(Ordering::SeqCst) {

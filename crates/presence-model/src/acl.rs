@@ -57,7 +57,10 @@ impl Relation {
 #[derive(Debug, Clone, Copy)]
 pub enum Viewer<'a> {
     Owner,
-    Watcher { uri: &'a UserUri, relation: Relation },
+    Watcher {
+        uri: &'a UserUri,
+        relation: Relation,
+    },
 }
 
 /// What a viewer sees of a presentity.
@@ -114,7 +117,10 @@ pub fn visible_instances<'d>(
     category: &str,
 ) -> Vec<&'d CategoryInstance> {
     match view {
-        View::Owner => doc.instances().filter(|i| &*i.key.category == category).collect(),
+        View::Owner => doc
+            .instances()
+            .filter(|i| &*i.key.category == category)
+            .collect(),
         View::Container(c) if c.is_local() && c != ContainerId::DEFAULT => Vec::new(),
         View::Container(_) if is_private(category) => Vec::new(),
         View::Container(c) => doc.instances_in(c, category).collect(),

@@ -92,7 +92,9 @@ impl StateInput<'_> {
 }
 
 fn bound(el: &Element, attr: &str, default: u32) -> u32 {
-    el.attr(attr).and_then(|v| v.parse().ok()).unwrap_or(default)
+    el.attr(attr)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn state_root(kind: &str) -> Element {
@@ -106,9 +108,19 @@ fn availability_el(a: u32) -> Element {
     Element::new("availability").with_text(a.to_string())
 }
 
-fn output(category: &str, instance: u32, container: u16, expiry: Expiry, value: String) -> AggregateOutput {
+fn output(
+    category: &str,
+    instance: u32,
+    container: u16,
+    expiry: Expiry,
+    value: String,
+) -> AggregateOutput {
     AggregateOutput {
-        key: InstanceKey::new(category, instance, ContainerId::new(container as u64).expect("well-known id")),
+        key: InstanceKey::new(
+            category,
+            instance,
+            ContainerId::new(container as u64).expect("well-known id"),
+        ),
         expiry,
         value,
     }
@@ -144,11 +156,21 @@ impl BuiltinAggregator {
             .child("availability")
             .and_then(|a| a.text().parse().ok())
             .filter(|a| *a > 0);
-        Some(StateInput { inst, kind, availability, root })
+        Some(StateInput {
+            inst,
+            kind,
+            availability,
+            root,
+        })
     }
 
     /// Aggregates one input set; returns outputs for its targets.
-    fn aggregate_set(&self, states: &[StateInput<'_>], set_1: bool, out: &mut Vec<AggregateOutput>) {
+    fn aggregate_set(
+        &self,
+        states: &[StateInput<'_>],
+        set_1: bool,
+        out: &mut Vec<AggregateOutput>,
+    ) {
         let best_machine = states
             .iter()
             .filter(|s| s.kind == "machineState" && s.availability.is_some())
@@ -160,7 +182,9 @@ impl BuiltinAggregator {
         let since = user_state.map(|u| u.inst.seq).unwrap_or(0);
         let mut considered: Vec<&StateInput> = states
             .iter()
-            .filter(|s| s.availability.is_some() && s.kind != "userState" && s.kind != "machineState")
+            .filter(|s| {
+                s.availability.is_some() && s.kind != "userState" && s.kind != "machineState"
+            })
             .filter(|s| s.inst.seq > since || user_state.is_none())
             .collect();
         if let Some(m) = best_machine.filter(|m| m.inst.seq > since || user_state.is_none()) {
@@ -186,7 +210,10 @@ impl BuiltinAggregator {
             })
             .max_by_key(|(s, a)| (bound(a, "minAvailability", 0), s.inst.seq))
             .map(|(_, a)| a.clone());
-        let token = activity.as_ref().and_then(|a| a.attr("token")).map(str::to_string);
+        let token = activity
+            .as_ref()
+            .and_then(|a| a.attr("token"))
+            .map(str::to_string);
 
         let mut full = state_root("aggregateState").with_child(availability_el(availability));
         if let Some(a) = activity {
@@ -198,17 +225,35 @@ impl BuiltinAggregator {
             }
         }
         let full = full.to_xml();
-        let targets: &[u16] = if set_1 { &SET_1_TARGETS } else { &SET_2_TARGETS };
+        let targets: &[u16] = if set_1 {
+            &SET_1_TARGETS
+        } else {
+            &SET_2_TARGETS
+        };
         for &c in targets {
             let value = if c == 100 {
-                state_root("aggregateState").with_child(availability_el(availability)).to_xml()
+                state_root("aggregateState")
+                    .with_child(availability_el(availability))
+                    .to_xml()
             } else {
                 full.clone()
             };
-            out.push(output("state", AGGREGATE_STATE_INSTANCE, c, Expiry::User, value));
+            out.push(output(
+                "state",
+                AGGREGATE_STATE_INSTANCE,
+                c,
+                Expiry::User,
+                value,
+            ));
             if c >= 100 {
                 let t = if c == 100 { None } else { token.as_deref() };
-                out.push(output("legacyInterop", 1, c, Expiry::User, legacy_interop(availability, t)));
+                out.push(output(
+                    "legacyInterop",
+                    1,
+                    c,
+                    Expiry::User,
+                    legacy_interop(availability, t),
+                ));
             }
         }
         if set_1 && let Some(m) = best_machine {
@@ -224,17 +269,31 @@ impl BuiltinAggregator {
                 .with_attr("endpointId", endpoint_id)
                 .with_child(availability_el(m.availability.unwrap_or(0)))
                 .to_xml();
-            out.push(output("state", AGGREGATE_MACHINE_STATE_INSTANCE, 2, Expiry::User, value));
+            out.push(output(
+                "state",
+                AGGREGATE_MACHINE_STATE_INSTANCE,
+                2,
+                Expiry::User,
+                value,
+            ));
         }
     }
 
     /// services: for each capability any device offers, the most available device
     /// that offers it (by that endpoint's machine state).
-    fn services(&self, uri: &UserUri, input: &AggregationInput<'_>, machines: &[StateInput<'_>], out: &mut Vec<AggregateOutput>) {
+    fn services(
+        &self,
+        uri: &UserUri,
+        input: &AggregationInput<'_>,
+        machines: &[StateInput<'_>],
+        out: &mut Vec<AggregateOutput>,
+    ) {
         let machine_of = |inst: &CategoryInstance| match inst.expiry {
             Expiry::Endpoint { endpoint } => machines
                 .iter()
-                .filter(|m| m.kind == "machineState" && m.inst.expiry == Expiry::Endpoint { endpoint })
+                .filter(|m| {
+                    m.kind == "machineState" && m.inst.expiry == Expiry::Endpoint { endpoint }
+                })
                 .filter_map(|m| m.availability)
                 .min(),
             _ => None,
@@ -243,7 +302,9 @@ impl BuiltinAggregator {
         for dev in input.instances.iter().filter(|i| {
             &*i.key.category == "device" && i.key.container == ContainerId::AGGREGATION_1
         }) {
-            let Ok(root) = xml::parse(&dev.value) else { continue };
+            let Ok(root) = xml::parse(&dev.value) else {
+                continue;
+            };
             let avail = machine_of(dev);
             let endpoint_id = root.attr("endpointId").unwrap_or("").to_string();
             for caps in root.elements().filter(|e| e.name == "capabilities") {
@@ -254,7 +315,9 @@ impl BuiltinAggregator {
                         _ => false,
                     };
                     match best.iter_mut().find(|(c, _, _)| c.name == cap.name) {
-                        Some(slot) if better(slot.1) => *slot = (cap.clone(), avail, endpoint_id.clone()),
+                        Some(slot) if better(slot.1) => {
+                            *slot = (cap.clone(), avail, endpoint_id.clone())
+                        }
                         Some(_) => {}
                         None => best.push((cap.clone(), avail, endpoint_id.clone())),
                     }
@@ -282,9 +345,13 @@ impl BuiltinAggregator {
                 }
                 caps = caps.with_child(el);
             }
-            let services = Element::new("services").with_attr("xmlns", SERVICE_NS).with_child(
-                Element::new("service").with_attr("uri", uri.to_sip()).with_child(caps),
-            );
+            let services = Element::new("services")
+                .with_attr("xmlns", SERVICE_NS)
+                .with_child(
+                    Element::new("service")
+                        .with_attr("uri", uri.to_sip())
+                        .with_child(caps),
+                );
             out.push(output("services", 0, c, Expiry::User, services.to_xml()));
         }
     }
@@ -304,7 +371,8 @@ impl Aggregator for BuiltinAggregator {
 
     fn is_input(&self, key: &InstanceKey) -> bool {
         matches!(&*key.category, "state" | "device")
-            && (key.container == ContainerId::AGGREGATION_1 || key.container == ContainerId::AGGREGATION_2)
+            && (key.container == ContainerId::AGGREGATION_1
+                || key.container == ContainerId::AGGREGATION_2)
     }
 
     fn output_containers(&self) -> Vec<ContainerId> {
@@ -322,15 +390,25 @@ impl Aggregator for BuiltinAggregator {
                 AGGREGATE_STATE_INSTANCE,
                 32000,
                 Expiry::Static,
-                state_root("aggregateState").with_child(availability_el(blocked)).to_xml(),
+                state_root("aggregateState")
+                    .with_child(availability_el(blocked))
+                    .to_xml(),
             ),
-            output("legacyInterop", 1, 32000, Expiry::Static, legacy_interop(blocked, None)),
+            output(
+                "legacyInterop",
+                1,
+                32000,
+                Expiry::Static,
+                legacy_interop(blocked, None),
+            ),
             output(
                 "services",
                 0,
                 32000,
                 Expiry::Static,
-                Element::new("services").with_attr("xmlns", SERVICE_NS).to_xml(),
+                Element::new("services")
+                    .with_attr("xmlns", SERVICE_NS)
+                    .to_xml(),
             ),
         ]
     }
@@ -344,7 +422,11 @@ impl Aggregator for BuiltinAggregator {
             input
                 .instances
                 .iter()
-                .filter(|i| i.author == Author::Client && &*i.key.category == "state" && i.key.container == container)
+                .filter(|i| {
+                    i.author == Author::Client
+                        && &*i.key.category == "state"
+                        && i.key.container == container
+                })
                 .filter_map(|i| Self::decode(i))
                 .collect()
         };

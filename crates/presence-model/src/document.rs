@@ -105,7 +105,10 @@ impl PresentityDoc {
     pub fn provision(uri: UserUri, ctx: &Ctx<'_>) -> Self {
         let mut doc = PresentityDoc {
             uri,
-            containers: Container::defaults().into_iter().map(|c| (c.id, c)).collect(),
+            containers: Container::defaults()
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect(),
             instances: BTreeMap::new(),
             subscribers: Vec::new(),
         };
@@ -146,7 +149,9 @@ impl PresentityDoc {
 
     fn ensure_fixed_outputs(&mut self, ctx: &Ctx<'_>) {
         for id in ctx.aggregator.output_containers() {
-            self.containers.entry(id).or_insert_with(|| Container::new(id));
+            self.containers
+                .entry(id)
+                .or_insert_with(|| Container::new(id));
         }
         let mut ignored = ChangeSet::default();
         for out in ctx.aggregator.fixed_outputs(&self.uri) {
@@ -228,7 +233,9 @@ impl PresentityDoc {
                 return Err(PublishError::Duplicate { index, first });
             }
             let existing = self.instances.get(&key);
-            if ctx.aggregator.is_output(&key) || existing.is_some_and(|e| e.author == Author::Server) {
+            if ctx.aggregator.is_output(&key)
+                || existing.is_some_and(|e| e.author == Author::Server)
+            {
                 return Err(PublishError::ReadOnly {
                     index,
                     category: p.category.clone(),
@@ -239,10 +246,9 @@ impl PresentityDoc {
             if p.is_delete() {
                 removed += usize::from(existing.is_some());
             } else {
-                let value = p
-                    .value
-                    .as_deref()
-                    .ok_or_else(|| invalid("a publication that is not a deletion needs a value".into()))?;
+                let value = p.value.as_deref().ok_or_else(|| {
+                    invalid("a publication that is not a deletion needs a value".into())
+                })?;
                 if value.len() > MAX_VALUE_BYTES {
                     return Err(PublishError::TooLarge(format!(
                         "publication {index}: value of {} bytes; the limit is {MAX_VALUE_BYTES}",
@@ -282,7 +288,11 @@ impl PresentityDoc {
         if !conflicts.is_empty() {
             return Err(PublishError::Conflict(conflicts));
         }
-        let client_instances = self.instances.values().filter(|i| i.author == Author::Client).count();
+        let client_instances = self
+            .instances
+            .values()
+            .filter(|i| i.author == Author::Client)
+            .count();
         if client_instances + added - removed > MAX_INSTANCES_PER_PRESENTITY {
             return Err(PublishError::TooLarge(format!(
                 "a presentity holds at most {MAX_INSTANCES_PER_PRESENTITY} category instances"
@@ -330,7 +340,10 @@ impl PresentityDoc {
                 },
                 ExpireType::Time => {
                     let secs = p.expires.expect("checked above");
-                    Expiry::Time { at: now.plus_secs(secs), secs }
+                    Expiry::Time {
+                        at: now.plus_secs(secs),
+                        secs,
+                    }
                 }
             };
             let inst = CategoryInstance {
@@ -416,7 +429,11 @@ impl PresentityDoc {
         self.instances.insert(out.key, inst);
     }
 
-    fn remove_where(&mut self, pred: impl Fn(&CategoryInstance) -> bool, changes: &mut ChangeSet) -> bool {
+    fn remove_where(
+        &mut self,
+        pred: impl Fn(&CategoryInstance) -> bool,
+        changes: &mut ChangeSet,
+    ) -> bool {
         let doomed: Vec<InstanceKey> = self
             .instances
             .values()
@@ -487,7 +504,10 @@ impl PresentityDoc {
 
     /// Applies membership changes all-or-nothing. Containers 0-3 are fixed by the
     /// server; each changed container's version goes up by one.
-    pub fn update_containers(&mut self, updates: &[ContainerUpdate]) -> Result<ChangeSet, MembershipError> {
+    pub fn update_containers(
+        &mut self,
+        updates: &[ContainerUpdate],
+    ) -> Result<ChangeSet, MembershipError> {
         let mut conflicts = Vec::new();
         let mut seen = BTreeSet::new();
         let mut new_count = 0;
@@ -505,7 +525,11 @@ impl PresentityDoc {
             if let Some(m) = u.add.iter().find(|m| u.remove.contains(m)) {
                 return Err(MembershipError::Invalid {
                     index,
-                    reason: format!("adds and removes the same member ({} {:?})", m.kind(), m.value()),
+                    reason: format!(
+                        "adds and removes the same member ({} {:?})",
+                        m.kind(),
+                        m.value()
+                    ),
                 });
             }
             let existing = self.containers.get(&u.id);
@@ -520,7 +544,12 @@ impl PresentityDoc {
             }
             let members = existing.map_or(&[][..], |c| &c.members[..]);
             let after = members.iter().filter(|m| !u.remove.contains(m)).count()
-                + u.add.iter().collect::<BTreeSet<_>>().iter().filter(|m| !members.contains(m)).count();
+                + u.add
+                    .iter()
+                    .collect::<BTreeSet<_>>()
+                    .iter()
+                    .filter(|m| !members.contains(m))
+                    .count();
             if after > MAX_MEMBERS_PER_CONTAINER {
                 return Err(MembershipError::TooLarge(format!(
                     "container {} would have {after} members; the limit is {MAX_MEMBERS_PER_CONTAINER}",
@@ -541,7 +570,10 @@ impl PresentityDoc {
             ..Default::default()
         };
         for u in updates {
-            let c = self.containers.entry(u.id).or_insert_with(|| Container::new(u.id));
+            let c = self
+                .containers
+                .entry(u.id)
+                .or_insert_with(|| Container::new(u.id));
             c.members.retain(|m| !u.remove.contains(m));
             for m in &u.add {
                 if !c.members.contains(m) {

@@ -46,7 +46,9 @@ pub enum PublishError {
     Duplicate { index: usize, first: usize },
     #[error("publication {index}: {source}")]
     InvalidXml { index: usize, source: XmlError },
-    #[error("publication {index} writes server-owned data ({category} instance {instance} in container {container})")]
+    #[error(
+        "publication {index} writes server-owned data ({category} instance {instance} in container {container})"
+    )]
     ReadOnly {
         index: usize,
         category: String,

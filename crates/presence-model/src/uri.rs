@@ -110,8 +110,15 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "", "alice", "@example.com", "alice@", "a b@example.com", "alice@exa mple.com",
-            "alice@-bad.com", "alice@example..com", "sip:",
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@example.com",
+            "alice@exa mple.com",
+            "alice@-bad.com",
+            "alice@example..com",
+            "sip:",
         ] {
             assert!(UserUri::parse(bad).is_err(), "{bad}");
         }

@@ -164,7 +164,10 @@ fn start_element(start: &BytesStart) -> Result<Element, XmlError> {
     for attr in start.attributes() {
         let attr = attr.map_err(|e| XmlError::Malformed(e.to_string()))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr.unescape_value().map_err(|e| escape_error(e.to_string()))?.into_owned();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| escape_error(e.to_string()))?
+            .into_owned();
         // Namespace declarations are kept under their full name; others by local name.
         let key = if key.starts_with("xmlns") {
             key
@@ -287,9 +290,17 @@ mod tests {
 
     #[test]
     fn depth_limit_at_boundary() {
-        let ok = format!("{}{}", "<a>".repeat(MAX_XML_DEPTH), "</a>".repeat(MAX_XML_DEPTH));
+        let ok = format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH),
+            "</a>".repeat(MAX_XML_DEPTH)
+        );
         assert!(parse(&ok).is_ok());
-        let deep = format!("{}{}", "<a>".repeat(MAX_XML_DEPTH + 1), "</a>".repeat(MAX_XML_DEPTH + 1));
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH + 1),
+            "</a>".repeat(MAX_XML_DEPTH + 1)
+        );
         assert_eq!(parse(&deep), Err(XmlError::TooDeep));
     }
 

@@ -40,7 +40,11 @@ fn version(doc: &presence_model::PresentityDoc, id: u64) -> u32 {
 fn provisioned_documents_have_the_default_memberships() {
     let clock = TestClock::new();
     let doc = new_doc(&clock);
-    let with_members: Vec<Container> = doc.containers().filter(|c| c.version > 0).cloned().collect();
+    let with_members: Vec<Container> = doc
+        .containers()
+        .filter(|c| c.version > 0)
+        .cloned()
+        .collect();
     assert_eq!(
         with_members,
         vec![

@@ -470,7 +470,10 @@ fn container_limit_at_boundary() {
     let ctx = ctx(&clock, true);
     let mut doc = new_doc(&clock);
     let existing = doc.containers().count();
-    assert_eq!(existing, 7, "100, 200, 32000 and the aggregation targets 2, 3, 300, 400");
+    assert_eq!(
+        existing, 7,
+        "100, 200, 32000 and the aggregation targets 2, 3, 300, 400"
+    );
     let free = MAX_CONTAINERS - existing;
     let batch: Vec<Publication> = (0..free as u64)
         .map(|i| static_pub("note", 0, 1000 + i, 0, "<a/>"))
@@ -769,7 +772,11 @@ fn instance_limit_at_boundary() {
     let ctx = ctx(&clock, true);
     let mut doc = new_doc(&clock);
     let mut next = 0u32;
-    let client = |doc: &PresentityDoc| doc.instances().filter(|i| i.author == Author::Client).count();
+    let client = |doc: &PresentityDoc| {
+        doc.instances()
+            .filter(|i| i.author == Author::Client)
+            .count()
+    };
     while client(&doc) < MAX_INSTANCES_PER_PRESENTITY {
         let room = MAX_INSTANCES_PER_PRESENTITY - client(&doc);
         let n = room.min(MAX_PUBLICATIONS_PER_BATCH);
@@ -818,7 +825,11 @@ fn instance_limit_counts_client_publications_only() {
     let ctx = ctx(&clock, true);
     let mut doc = new_doc(&clock);
     let mut next = 0u32;
-    let client = |doc: &PresentityDoc| doc.instances().filter(|i| i.author == Author::Client).count();
+    let client = |doc: &PresentityDoc| {
+        doc.instances()
+            .filter(|i| i.author == Author::Client)
+            .count()
+    };
     while client(&doc) < MAX_INSTANCES_PER_PRESENTITY - 1 {
         let room = MAX_INSTANCES_PER_PRESENTITY - 1 - client(&doc);
         let n = room.min(MAX_PUBLICATIONS_PER_BATCH);
@@ -831,8 +842,14 @@ fn instance_limit_counts_client_publications_only() {
     let machine = endpoint_pub("state", 0x3000_0001, 2, 0, &machine_state(3500));
     publish_ok(&mut doc, &[machine], Some(EndpointId(1)), &ctx);
     assert_eq!(client(&doc), MAX_INSTANCES_PER_PRESENTITY);
-    let server = doc.instances().filter(|i| i.author == Author::Server).count();
-    assert!(server > 0 && server < 32, "aggregation outputs on top: {server}");
+    let server = doc
+        .instances()
+        .filter(|i| i.author == Author::Server)
+        .count();
+    assert!(
+        server > 0 && server < 32,
+        "aggregation outputs on top: {server}"
+    );
     let one_more = static_pub("note", next, 200, 0, "<a/>");
     assert!(matches!(
         doc.publish(&[one_more], None, &ctx),
@@ -848,15 +865,26 @@ fn aggregation_never_creates_containers() {
     let ctx = ctx(&clock, true);
     let mut doc = new_doc(&clock);
     for id in [2u64, 3, 100, 200, 300, 400, 32000] {
-        assert!(doc.container(cid(id)).is_some(), "container {id} provisioned");
+        assert!(
+            doc.container(cid(id)).is_some(),
+            "container {id} provisioned"
+        );
     }
     let free = MAX_CONTAINERS - doc.containers().count();
-    let batch: Vec<Publication> = (0..free as u64).map(|i| static_pub("note", 0, 1000 + i, 0, "<a/>")).collect();
+    let batch: Vec<Publication> = (0..free as u64)
+        .map(|i| static_pub("note", 0, 1000 + i, 0, "<a/>"))
+        .collect();
     publish_ok(&mut doc, &batch, None, &ctx);
     assert_eq!(doc.containers().count(), MAX_CONTAINERS);
     publish_ok(
         &mut doc,
-        &[endpoint_pub("state", 0x3000_0001, 2, 0, &machine_state(3500))],
+        &[endpoint_pub(
+            "state",
+            0x3000_0001,
+            2,
+            0,
+            &machine_state(3500),
+        )],
         Some(EndpointId(1)),
         &ctx,
     );

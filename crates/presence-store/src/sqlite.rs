@@ -134,16 +134,24 @@ impl Store for SqliteStore {
     }
 
     fn delete_orphan_presentities(&self) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .lock()
-            .execute("DELETE FROM presentities WHERE uri NOT IN (SELECT uri FROM accounts)", [])?)
+        Ok(self.conn.lock().execute(
+            "DELETE FROM presentities WHERE uri NOT IN (SELECT uri FROM accounts)",
+            [],
+        )?)
     }
 
     fn insert_account(&self, a: &Account) -> Result<bool, StoreError> {
         let n = self.conn.lock().execute(
-            &format!("INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed, a.created.millis()],
+            &format!(
+                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+            ),
+            params![
+                a.uri.as_str(),
+                a.display_name,
+                a.password_hash,
+                a.nt_hash_sealed,
+                a.created.millis()
+            ],
         )?;
         Ok(n == 1)
     }
@@ -170,9 +178,12 @@ impl Store for SqliteStore {
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY uri"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY uri"
+        ))?;
         let rows = stmt.query_map([], account_from_row)?;
-        rows.map(|r| r.map(|(_, a)| a).map_err(StoreError::from)).collect()
+        rows.map(|r| r.map(|(_, a)| a).map_err(StoreError::from))
+            .collect()
     }
 
     fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError> {
@@ -208,14 +219,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open(dir.path()).unwrap();
-            s.save_presentities(&[record("a@x.com"), record("b@x.com")]).unwrap();
+            s.save_presentities(&[record("a@x.com"), record("b@x.com")])
+                .unwrap();
             s.save_presentities(&[record("a@x.com")]).unwrap();
         }
         let s = SqliteStore::open(dir.path()).unwrap();
         let mut all = s.load_presentities().unwrap();
         all.sort_by(|a, b| a.uri.cmp(&b.uri));
         assert_eq!(all, vec![record("a@x.com"), record("b@x.com")]);
-        assert_eq!(s.load_presentity(&uri("b@x.com")).unwrap(), Some(record("b@x.com")));
+        assert_eq!(
+            s.load_presentity(&uri("b@x.com")).unwrap(),
+            Some(record("b@x.com"))
+        );
         s.delete_presentity(&uri("b@x.com")).unwrap();
         assert_eq!(s.load_presentity(&uri("b@x.com")).unwrap(), None);
     }
@@ -237,12 +252,24 @@ mod tests {
         assert!(s.update_account(&a).unwrap());
         assert_eq!(s.account(&a.uri).unwrap(), Some(a.clone()));
         assert_eq!(s.accounts().unwrap().len(), 1);
-        s.save_presentities(&[record("a@x.com"), record("orphan@x.com")]).unwrap();
-        assert_eq!(s.delete_orphan_presentities().unwrap(), 1, "only the document without an account");
+        s.save_presentities(&[record("a@x.com"), record("orphan@x.com")])
+            .unwrap();
+        assert_eq!(
+            s.delete_orphan_presentities().unwrap(),
+            1,
+            "only the document without an account"
+        );
         assert!(s.load_presentity(&a.uri).unwrap().is_some());
         assert!(s.delete_account(&a.uri).unwrap());
         assert!(!s.delete_account(&a.uri).unwrap());
-        assert_eq!(s.load_presentity(&a.uri).unwrap(), None, "document goes with the account");
-        assert!(!format!("{a:?}").contains("password_hash"), "no secrets in Debug");
+        assert_eq!(
+            s.load_presentity(&a.uri).unwrap(),
+            None,
+            "document goes with the account"
+        );
+        assert!(
+            !format!("{a:?}").contains("password_hash"),
+            "no secrets in Debug"
+        );
     }
 }

@@ -82,7 +82,11 @@ impl Histogram {
     }
 
     fn quantile_us(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0.0;
@@ -103,7 +107,11 @@ impl Histogram {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -130,7 +138,10 @@ fn publication(container: u64, version: u32, value: &str) -> Publication {
 async fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !done() {
-        anyhow::ensure!(start.elapsed() < deadline, "queues did not drain within {deadline:?}");
+        anyhow::ensure!(
+            start.elapsed() < deadline,
+            "queues did not drain within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
@@ -189,7 +200,9 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<Report> {
     let n = args.presentities;
     let state = vec!["state".to_string()];
     for (i, s) in sessions.iter().enumerate() {
-        let targets: Vec<UserUri> = (1..=args.watchers).map(|k| users[(i + k) % n].clone()).collect();
+        let targets: Vec<UserUri> = (1..=args.watchers)
+            .map(|k| users[(i + k) % n].clone())
+            .collect();
         s.subscribe("bench", &targets, &state, false)?;
     }
     let edges = n * args.watchers;
@@ -243,7 +256,8 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<Report> {
     };
     let expected = (args.publications * args.watchers) as u64;
     wait_until(DRAIN_TIMEOUT, || {
-        (metrics.delivered.get() - delivered_0) + (metrics.coalesced.get() - coalesced_0) >= expected
+        (metrics.delivered.get() - delivered_0) + (metrics.coalesced.get() - coalesced_0)
+            >= expected
     })
     .await?;
     let total_elapsed = start.elapsed();
@@ -300,12 +314,21 @@ impl Report {
             ("publications", self.publications.to_string()),
             ("publications/s", format!("{:.0}", self.publications_per_s)),
             ("notifications delivered", self.notifications.to_string()),
-            ("notifications/s", format!("{:.0}", self.notifications_per_s)),
+            (
+                "notifications/s",
+                format!("{:.0}", self.notifications_per_s),
+            ),
             ("notifications coalesced", self.coalesced.to_string()),
             ("p50 publish-to-delivery", format!("{:.1} us", self.p50_us)),
             ("p99 publish-to-delivery", format!("{:.1} us", self.p99_us)),
-            ("resident memory", format!("{:.1} MiB", self.rss_bytes as f64 / 1048576.0)),
-            ("bytes per subscription", format!("{:.1}", self.bytes_per_subscription)),
+            (
+                "resident memory",
+                format!("{:.1} MiB", self.rss_bytes as f64 / 1048576.0),
+            ),
+            (
+                "bytes per subscription",
+                format!("{:.1}", self.bytes_per_subscription),
+            ),
         ];
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
@@ -331,7 +354,10 @@ mod tests {
         assert!((88.0..=99.0).contains(&p99), "{p99}");
         for ns in [0u64, 7, 8, 9, 1000, 123_456_789] {
             let i = Histogram::index(ns);
-            assert!(Histogram::lower_bound(i) <= ns && ns < Histogram::lower_bound(i + 1), "{ns}");
+            assert!(
+                Histogram::lower_bound(i) <= ns && ns < Histogram::lower_bound(i + 1),
+                "{ns}"
+            );
         }
     }
 

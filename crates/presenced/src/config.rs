@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./presenced-data";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -53,17 +53,6 @@ pub struct FederationConfig {
     pub public_cloud_domains: Vec<String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            limits: LimitsConfig::default(),
-            auth: AuthConfig::default(),
-            federation: FederationConfig::default(),
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -102,7 +91,8 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let mut config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 Self::parse(&text).with_context(|| format!("in {}", p.display()))?
             }
             None => Config::default(),
@@ -129,8 +119,14 @@ impl Config {
             "limits.max_targets_per_subscription must be below limits.max_pending_per_subscriber, \
              or one subscription's snapshot could overflow its own queue"
         );
-        anyhow::ensure!(l.max_body_bytes > 0 && l.max_ws_message_bytes > 0, "size limits must be positive");
-        anyhow::ensure!(self.auth.token_ttl_secs > 0, "auth.token_ttl_secs must be positive");
+        anyhow::ensure!(
+            l.max_body_bytes > 0 && l.max_ws_message_bytes > 0,
+            "size limits must be positive"
+        );
+        anyhow::ensure!(
+            self.auth.token_ttl_secs > 0,
+            "auth.token_ttl_secs must be positive"
+        );
         Ok(())
     }
 
@@ -175,7 +171,10 @@ mod tests {
 
     #[test]
     fn inconsistent_limits_are_refused() {
-        let err = Config::parse("[limits]\nmax_pending_per_subscriber = 10\nmax_targets_per_subscription = 10\n").unwrap_err();
+        let err = Config::parse(
+            "[limits]\nmax_pending_per_subscriber = 10\nmax_targets_per_subscription = 10\n",
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("max_targets_per_subscription"));
     }
 }

@@ -7,7 +7,11 @@ use presence_model::{ContainerId, ExpireType, Publication, UserUri};
 
 pub const DEMO_PASSWORD: &str = "demo";
 pub const DEMO_USERS: [(&str, &str, &str); 3] = [
-    ("alice@example.com", "Alice Anders", "Working on the quarterly plan"),
+    (
+        "alice@example.com",
+        "Alice Anders",
+        "Working on the quarterly plan",
+    ),
     ("bob@example.com", "Bob Berg", "In the lab all afternoon"),
     ("carol@example.com", "Carol Chen", "Back from vacation"),
 ];

@@ -139,17 +139,43 @@ async fn main() -> Result<()> {
             }
             server::serve(config, a.demo).await
         }
-        Command::User(u) => tokio::task::spawn_blocking(move || match u {
-            UserCommand::Add { user, display_name, password_stdin, dir } => {
-                users::add(&dir.resolve()?, &user, display_name.as_deref(), password_stdin)
-            }
-            UserCommand::List { dir } => users::list(&dir.resolve()?),
-            UserCommand::Passwd { user, password_stdin, dir } => users::passwd(&dir.resolve()?, &user, password_stdin),
-            UserCommand::Remove { user, dir } => users::remove(&dir.resolve()?, &user),
-        })
-        .await?,
-        Command::Bench(BenchCommand::Fanout { presentities, watchers, publications, publishers, json }) => {
-            let report = run_fanout(FanoutArgs { presentities, watchers, publications, publishers }).await?;
+        Command::User(u) => {
+            tokio::task::spawn_blocking(move || match u {
+                UserCommand::Add {
+                    user,
+                    display_name,
+                    password_stdin,
+                    dir,
+                } => users::add(
+                    &dir.resolve()?,
+                    &user,
+                    display_name.as_deref(),
+                    password_stdin,
+                ),
+                UserCommand::List { dir } => users::list(&dir.resolve()?),
+                UserCommand::Passwd {
+                    user,
+                    password_stdin,
+                    dir,
+                } => users::passwd(&dir.resolve()?, &user, password_stdin),
+                UserCommand::Remove { user, dir } => users::remove(&dir.resolve()?, &user),
+            })
+            .await?
+        }
+        Command::Bench(BenchCommand::Fanout {
+            presentities,
+            watchers,
+            publications,
+            publishers,
+            json,
+        }) => {
+            let report = run_fanout(FanoutArgs {
+                presentities,
+                watchers,
+                publications,
+                publishers,
+            })
+            .await?;
             if json {
                 println!("{}", report.json());
             } else {

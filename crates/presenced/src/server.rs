@@ -22,7 +22,8 @@ pub struct Services {
 
 pub fn open_accounts(data_dir: &Path) -> Result<(Arc<SqliteStore>, Arc<Accounts>)> {
     let store = Arc::new(
-        SqliteStore::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        SqliteStore::open(data_dir)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
     let accounts = Arc::new(Accounts::open(store.clone(), data_dir)?);
     Ok((store, accounts))

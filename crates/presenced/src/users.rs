@@ -20,7 +20,12 @@ fn read_password_stdin() -> Result<String> {
     Ok(password.to_string())
 }
 
-pub fn add(data_dir: &Path, user: &str, display_name: Option<&str>, password_stdin: bool) -> Result<()> {
+pub fn add(
+    data_dir: &Path,
+    user: &str,
+    display_name: Option<&str>,
+    password_stdin: bool,
+) -> Result<()> {
     if !password_stdin {
         bail!("pass the password on standard input with --password-stdin");
     }

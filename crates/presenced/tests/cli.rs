@@ -36,13 +36,36 @@ async fn user_administration_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let p = dir.path();
-    let (ok, _, _) = run(&["user", "add", "dave@example.com", "--display-name", "Dave", "--password-stdin"], p, Some("first"));
+    let (ok, _, _) = run(
+        &[
+            "user",
+            "add",
+            "dave@example.com",
+            "--display-name",
+            "Dave",
+            "--password-stdin",
+        ],
+        p,
+        Some("first"),
+    );
     assert!(ok);
-    let (ok, _, err) = run(&["user", "add", "dave@example.com", "--password-stdin"], p, Some("x"));
+    let (ok, _, err) = run(
+        &["user", "add", "dave@example.com", "--password-stdin"],
+        p,
+        Some("x"),
+    );
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, _, err) = run(&["user", "add", "not-a-uri", "--password-stdin"], p, Some("x"));
+    let (ok, _, err) = run(
+        &["user", "add", "not-a-uri", "--password-stdin"],
+        p,
+        Some("x"),
+    );
     assert!(!ok && err.contains("invalid user URI"), "{err}");
-    let (ok, _, err) = run(&["user", "add", "eve@example.com", "--password-stdin"], p, Some(""));
+    let (ok, _, err) = run(
+        &["user", "add", "eve@example.com", "--password-stdin"],
+        p,
+        Some(""),
+    );
     assert!(!ok && err.contains("no password"), "{err}");
     let (ok, out, _) = run(&["user", "list"], p, None);
     assert!(ok && out.contains("dave@example.com\tDave"), "{out}");
@@ -53,7 +76,11 @@ async fn user_administration_while_serving() {
     assert_eq!(s, 200);
     assert_eq!(me["uri"], "dave@example.com");
 
-    let (ok, _, _) = run(&["user", "passwd", "dave@example.com", "--password-stdin"], p, Some("second"));
+    let (ok, _, _) = run(
+        &["user", "passwd", "dave@example.com", "--password-stdin"],
+        p,
+        Some("second"),
+    );
     assert!(ok);
     let c = reqwest::Client::new();
     let r = c
@@ -68,7 +95,11 @@ async fn user_administration_while_serving() {
 
     let (ok, _, _) = run(&["user", "remove", "dave@example.com"], p, None);
     assert!(ok);
-    assert_eq!(dave.get("/v1/me").await.0, 401, "a removed user's token stops working");
+    assert_eq!(
+        dave.get("/v1/me").await.0,
+        401,
+        "a removed user's token stops working"
+    );
     let (ok, _, err) = run(&["user", "remove", "dave@example.com"], p, None);
     assert!(!ok && err.contains("no such user"), "{err}");
     let r = c

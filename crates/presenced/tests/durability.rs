@@ -9,11 +9,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    add_user(dir.path(), "alice@example.com", "Alice", "pw-a");
-    add_user(dir.path(), "bob@example.com", "Bob", "pw-b");
-    let server = Server::start(dir.path());
-    let token = server.login("alice@example.com", "pw-a").await;
+    let (dir, server, token, bob_token) = alice_and_bob().await;
     let api = Api::new(&server, &token);
     const N: u32 = 40;
     for i in 0..N {
@@ -27,9 +23,9 @@ async fn acknowledged_writes_survive_sigkill() {
         .send(Method::PATCH, "/v1/me/containers", json!([{"id": 400, "version": 0, "add": [{"type": "user", "value": "bob@example.com"}]}]))
         .await;
     assert_eq!(s, 200);
-    let bob_token = server.login("bob@example.com", "pw-b").await;
     let mut bob = server.ws(&bob_token).await;
-    bob.send(json!({"op": "subscribe", "id": "x", "uris": ["alice@example.com"], "context": true})).await;
+    bob.send(json!({"op": "subscribe", "id": "x", "uris": ["alice@example.com"], "context": true}))
+        .await;
     bob.recv_until(|m| m["type"] == "categories").await;
     server.kill9();
 
@@ -37,13 +33,26 @@ async fn acknowledged_writes_survive_sigkill() {
     let token = server.login("alice@example.com", "pw-a").await;
     let api = Api::new(&server, &token);
     let (_, me) = api.get("/v1/me").await;
-    let notes: Vec<_> = me["categories"].as_array().unwrap().iter().filter(|c| c["name"] == "note").collect();
+    let notes: Vec<_> = me["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "note")
+        .collect();
     assert_eq!(notes.len(), N as usize);
     assert!(notes.iter().all(|n| n["version"] == 1));
     let (_, containers) = api.get("/v1/me/containers").await;
-    let c400 = containers.as_array().unwrap().iter().find(|c| c["id"] == 400).unwrap();
+    let c400 = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == 400)
+        .unwrap();
     assert_eq!(c400["version"], 1);
-    assert_eq!(c400["members"], json!([{"type": "user", "value": "bob@example.com"}]));
+    assert_eq!(
+        c400["members"],
+        json!([{"type": "user", "value": "bob@example.com"}])
+    );
     let (_, subs) = api.get("/v1/me/subscribers").await;
     assert_eq!(subs[0]["user"], "bob@example.com");
 }

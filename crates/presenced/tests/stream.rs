@@ -8,20 +8,15 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn snapshots_unknown_users_and_self_subscription() {
-    let dir = tempfile::tempdir().unwrap();
-    add_user(dir.path(), "alice@example.com", "Alice", "pw-a");
-    add_user(dir.path(), "bob@example.com", "Bob", "pw-b");
-    let server = Server::start(dir.path());
-    let (ta, tb) = (
-        server.login("alice@example.com", "pw-a").await,
-        server.login("bob@example.com", "pw-b").await,
-    );
+    let (_dir, server, ta, tb) = alice_and_bob().await;
     let alice_api = Api::new(&server, &ta);
 
     let mut bob = server.ws(&tb).await;
-    bob.send(json!({"op": "subscribe", "id": "w", "uris": ["alice@example.com", "ghost@example.com"],
-                    "categories": ["state", "note"]}))
-        .await;
+    bob.send(
+        json!({"op": "subscribe", "id": "w", "uris": ["alice@example.com", "ghost@example.com"],
+                    "categories": ["state", "note"]}),
+    )
+    .await;
     let mut snapshot = None;
     let mut error = None;
     while snapshot.is_none() || error.is_none() {
@@ -35,7 +30,11 @@ async fn snapshots_unknown_users_and_self_subscription() {
     let snapshot = snapshot.unwrap();
     assert_eq!(snapshot["uri"], "alice@example.com");
     assert_eq!(snapshot["names"], json!(["note", "state"]));
-    assert_eq!(snapshot["categories"], json!([]), "alice is offline and has no note");
+    assert_eq!(
+        snapshot["categories"],
+        json!([]),
+        "alice is offline and has no note"
+    );
     let error = error.unwrap();
     assert_eq!(error["id"], "w");
     assert_eq!(error["error"], "unknown_user");
@@ -44,7 +43,13 @@ async fn snapshots_unknown_users_and_self_subscription() {
     let mut alice = server.ws(&ta).await;
     alice.send(json!({"op": "subscribe_self"})).await;
     let own = alice.recv_until(|m| m["type"] == "self").await;
-    assert!(own["containers"].as_array().unwrap().iter().any(|c| c["id"] == 200));
+    assert!(
+        own["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == 200)
+    );
     assert!(own["subscribers"].is_array());
     let blocked_state = own["categories"]
         .as_array()
@@ -58,7 +63,9 @@ async fn snapshots_unknown_users_and_self_subscription() {
                                           "expire_type": "static", "value": note("team only")}]}))
         .await;
     assert_eq!(s, 200);
-    let upd = alice.recv_until(|m| m["type"] == "self" && has_name(m, "note")).await;
+    let upd = alice
+        .recv_until(|m| m["type"] == "self" && has_name(m, "note"))
+        .await;
     assert_eq!(upd["categories"][0]["container"], 300);
     assert_eq!(upd["categories"][0]["version"], 1);
     assert!(upd.get("containers").is_none(), "only changed parts follow");
@@ -72,14 +79,7 @@ async fn snapshots_unknown_users_and_self_subscription() {
 
 #[tokio::test]
 async fn publish_from_endpoint_notifies_watcher_and_sign_out_goes_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    add_user(dir.path(), "alice@example.com", "Alice", "pw-a");
-    add_user(dir.path(), "bob@example.com", "Bob", "pw-b");
-    let server = Server::start(dir.path());
-    let (ta, tb) = (
-        server.login("alice@example.com", "pw-a").await,
-        server.login("bob@example.com", "pw-b").await,
-    );
+    let (_dir, server, ta, tb) = alice_and_bob().await;
     let alice_api = Api::new(&server, &ta);
     let mut bob = server.ws(&tb).await;
     bob.send(json!({"op": "subscribe", "id": "w", "uris": ["alice@example.com"], "categories": ["state", "note"]}))
@@ -101,12 +101,19 @@ async fn publish_from_endpoint_notifies_watcher_and_sign_out_goes_offline() {
     let (s, body) = alice_api.publish(publish(0, 3500)).await;
     assert_eq!(s, 200, "{body}");
     let m = bob
-        .recv_until(|m| m["type"] == "categories" && has_name(m, "state") && availability(&m["categories"]).is_some())
+        .recv_until(|m| {
+            m["type"] == "categories"
+                && has_name(m, "state")
+                && availability(&m["categories"]).is_some()
+        })
         .await;
     assert_eq!(availability(&m["categories"]), Some(3500));
     let state = &m["categories"][0];
     assert_eq!(state["summary"]["availability_class"], "available");
-    assert!(state.get("container").is_none(), "container ids are hidden from watchers");
+    assert!(
+        state.get("container").is_none(),
+        "container ids are hidden from watchers"
+    );
 
     let (s, _) = alice_api.publish(publish(1, 6500)).await;
     assert_eq!(s, 200);
@@ -142,27 +149,36 @@ async fn websocket_authentication() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", server.addr))
         .await
         .unwrap();
-    let mut w = Ws { stream: ws, endpoint: 0 };
+    let mut w = Ws {
+        stream: ws,
+        endpoint: 0,
+    };
     w.send(json!({"op": "auth", "token": token})).await;
     assert_eq!(w.recv().await["type"], "hello");
     w.send(json!({"op": "dance"})).await;
     let e = w.recv().await;
-    assert_eq!((e["type"].as_str(), e["error"].as_str()), (Some("error"), Some("bad_request")));
+    assert_eq!(
+        (e["type"].as_str(), e["error"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
 
     // A wrong token in the first message is refused and the socket closed.
     (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", server.addr))
         .await
         .unwrap();
-    let mut w = Ws { stream: ws, endpoint: 0 };
+    let mut w = Ws {
+        stream: ws,
+        endpoint: 0,
+    };
     w.send(json!({"op": "auth", "token": "forged"})).await;
     assert_eq!(w.recv().await["error"], "unauthorized");
 
     // A wrong bearer header is refused before the upgrade.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/v1/stream",
-        server.addr
-    ))
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/v1/stream", server.addr),
+    )
     .unwrap();
-    req.headers_mut().insert("Authorization", "Bearer forged".parse().unwrap());
+    req.headers_mut()
+        .insert("Authorization", "Bearer forged".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }

@@ -13,7 +13,10 @@ use presence_model::{ContainerId, EndpointId, ExpireType, Publication};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub async fn get_me(State(state): State<AppState>, auth: AuthUser) -> Result<Json<Value>, ApiError> {
+pub async fn get_me(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
     let user = auth.info.user.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
@@ -89,11 +92,16 @@ pub async fn publish(
     })))
 }
 
-pub async fn get_containers(State(state): State<AppState>, auth: AuthUser) -> Result<Json<Value>, ApiError> {
+pub async fn get_containers(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
     let user = auth.info.user.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
-    Ok(Json(Value::Array(snap.containers.iter().map(json::container).collect())))
+    Ok(Json(Value::Array(
+        snap.containers.iter().map(json::container).collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -116,10 +124,19 @@ pub async fn patch_containers(
         .iter()
         .map(|p| {
             Ok(ContainerUpdate {
-                id: ContainerId::new(p.id as u64).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                id: ContainerId::new(p.id as u64)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 version: p.version,
-                add: p.add.iter().map(MemberIn::parse).collect::<Result<_, _>>()?,
-                remove: p.remove.iter().map(MemberIn::parse).collect::<Result<_, _>>()?,
+                add: p
+                    .add
+                    .iter()
+                    .map(MemberIn::parse)
+                    .collect::<Result<_, _>>()?,
+                remove: p
+                    .remove
+                    .iter()
+                    .map(MemberIn::parse)
+                    .collect::<Result<_, _>>()?,
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -129,14 +146,21 @@ pub async fn patch_containers(
     let engine = state.engine.clone();
     let user = auth.info.user.clone();
     let changed = blocking(move || Ok(engine.update_containers(&user, &updates)?)).await?;
-    Ok(Json(Value::Array(changed.iter().map(json::container).collect())))
+    Ok(Json(Value::Array(
+        changed.iter().map(json::container).collect(),
+    )))
 }
 
-pub async fn get_subscribers(State(state): State<AppState>, auth: AuthUser) -> Result<Json<Value>, ApiError> {
+pub async fn get_subscribers(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
     let user = auth.info.user.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
-    Ok(Json(Value::Array(snap.subscribers.iter().map(json::subscriber).collect())))
+    Ok(Json(Value::Array(
+        snap.subscribers.iter().map(json::subscriber).collect(),
+    )))
 }
 
 pub async fn acknowledge(

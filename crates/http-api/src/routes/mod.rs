@@ -7,8 +7,8 @@ pub mod stream;
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use presence_model::UserUri;
 use serde::de::DeserializeOwned;
 

@@ -238,8 +238,10 @@ async fn handle_op(session: &Arc<Session>, raw: &str) -> Option<String> {
         }
         Op::SubscribeSelf => {
             let s = session.clone();
-            let _ = tokio::task::spawn_blocking(move || s.subscribe_self()).await;
-            None
+            blocking(move || Ok(s.subscribe_self()?))
+                .await
+                .err()
+                .map(|e| json::error_message(None, &e))
         }
     }
 }

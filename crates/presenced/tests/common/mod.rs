@@ -78,15 +78,25 @@ impl Server {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "login {user}");
-        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub async fn ws(&self, token: &str) -> Ws {
-        let mut req = format!("ws://{}/v1/stream", self.addr).into_client_request().unwrap();
+        let mut req = format!("ws://{}/v1/stream", self.addr)
+            .into_client_request()
+            .unwrap();
         req.headers_mut()
             .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-        let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
-        let mut ws = Ws { stream, endpoint: 0 };
+        let (stream, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        let mut ws = Ws {
+            stream,
+            endpoint: 0,
+        };
         let hello = ws.recv().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         ws.endpoint = hello["endpoint"].as_u64().expect("endpoint id");
@@ -101,10 +111,30 @@ impl Drop for Server {
     }
 }
 
+/// A fresh data directory with alice (pw-a) and bob (pw-b), a server on it, and a
+/// token for each.
+pub async fn alice_and_bob() -> (tempfile::TempDir, Server, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "alice@example.com", "Alice", "pw-a");
+    add_user(dir.path(), "bob@example.com", "Bob", "pw-b");
+    let server = Server::start(dir.path());
+    let ta = server.login("alice@example.com", "pw-a").await;
+    let tb = server.login("sip:bob@example.com", "pw-b").await;
+    (dir, server, ta, tb)
+}
+
 /// Runs `presenced user add` against a data directory.
 pub fn add_user(data_dir: &Path, user: &str, name: &str, password: &str) {
     let mut child = Command::new(BIN)
-        .args(["user", "add", user, "--display-name", name, "--password-stdin", "--data-dir"])
+        .args([
+            "user",
+            "add",
+            user,
+            "--display-name",
+            name,
+            "--password-stdin",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("PRESENCED_LOG", "warn")
         .stdin(Stdio::piped())
@@ -115,7 +145,8 @@ pub fn add_user(data_dir: &Path, user: &str, name: &str, password: &str) {
     assert!(child.wait().unwrap().success(), "user add {user}");
 }
 
-pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Ws {
     pub stream: WsStream,
@@ -125,7 +156,10 @@ pub struct Ws {
 
 impl Ws {
     pub async fn send(&mut self, v: Value) {
-        self.stream.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.stream
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     /// The next JSON text message (panics after [`WAIT`]).
@@ -171,7 +205,9 @@ pub fn machine_state(availability: u32) -> String {
 }
 
 pub fn note(text: &str) -> String {
-    format!("<note xmlns=\"http://schemas.microsoft.com/2006/09/sip/note\"><body type=\"personal\" uri=\"\">{text}</body></note>")
+    format!(
+        "<note xmlns=\"http://schemas.microsoft.com/2006/09/sip/note\"><body type=\"personal\" uri=\"\">{text}</body></note>"
+    )
 }
 
 /// The summary availability of the first `state` instance in a categories list.
@@ -184,7 +220,9 @@ pub fn availability(categories: &Value) -> Option<u64> {
 }
 
 pub fn has_name(msg: &Value, name: &str) -> bool {
-    msg["names"].as_array().is_some_and(|n| n.iter().any(|x| x == name))
+    msg["names"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|x| x == name))
 }
 
 pub struct Api {
@@ -228,6 +266,7 @@ impl Api {
     }
 
     pub async fn publish(&self, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, "/v1/me/publications", body).await
+        self.send(reqwest::Method::POST, "/v1/me/publications", body)
+            .await
     }
 }
