@@ -101,6 +101,13 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Whether the token's user still has an account (it may have been removed since
+/// sign-in, by another process).
+pub async fn account_exists(state: &AppState, info: &TokenInfo) -> Result<bool, ApiError> {
+    let (accounts, user) = (state.accounts.clone(), info.user.clone());
+    crate::routes::blocking(move || Ok(accounts.get(&user)?.is_some())).await
+}
+
 /// An authenticated caller.
 pub struct AuthUser {
     pub token: String,
@@ -120,9 +127,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .check(token)
             .ok_or_else(ApiError::unauthorized)?;
         // A user removed since sign-in loses access at once.
-        let (accounts, user) = (state.accounts.clone(), info.user.clone());
-        let exists = crate::routes::blocking(move || Ok(accounts.get(&user)?.is_some())).await?;
-        if !exists {
+        if !account_exists(state, &info).await? {
             state.tokens.revoke(token);
             return Err(ApiError::unauthorized());
         }

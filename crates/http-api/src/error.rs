@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use presence_engine::EngineError;
 use presence_model::PublishError;
+use presence_model::contacts::ContactError;
 use presence_model::membership::MembershipError;
 use presence_model::publication::Conflict;
 use serde_json::{Value, json};
@@ -117,6 +118,31 @@ impl From<MembershipError> for ApiError {
     }
 }
 
+impl From<ContactError> for ApiError {
+    fn from(e: ContactError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ContactError::Stale { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "delta_conflict", msg)
+            }
+            ContactError::DuplicateGroup(_) => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate_group", msg)
+            }
+            ContactError::NoGroup(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_group", msg),
+            ContactError::NoContact(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_contact", msg)
+            }
+            ContactError::DefaultGroup => {
+                ApiError::new(StatusCode::FORBIDDEN, "default_group", msg)
+            }
+            ContactError::Invalid(_) => ApiError::bad_request(msg),
+            ContactError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
+            }
+        }
+    }
+}
+
 impl From<accounts::AccountError> for ApiError {
     fn from(e: accounts::AccountError) -> Self {
         match e {
@@ -145,13 +171,14 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
             }
             EngineError::Invalid(_) => ApiError::bad_request(msg),
+            EngineError::Contacts(c) => c.into(),
             EngineError::Ended => ApiError::new(StatusCode::GONE, "ended", msg),
             EngineError::Store(err) => {
                 tracing::error!(error = %err, "store failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    "the store could not save the change; nothing was applied",
+                    "the store is not available; nothing was changed",
                 )
             }
         }

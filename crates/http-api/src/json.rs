@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use presence_engine::{CategoryView, SelfUpdate, WireFormat};
+use presence_model::contacts::ContactList;
 use presence_model::summary::summarize;
 use presence_model::{CategoryInstance, Container, Member, SubscriberEntry};
 use serde::Deserialize;
@@ -58,6 +59,19 @@ pub fn container(c: &Container) -> Value {
         "id": c.id.get(),
         "version": c.version,
         "members": c.members.iter().map(member).collect::<Vec<_>>(),
+    })
+}
+
+pub fn contact_list(l: &ContactList) -> Value {
+    json!({
+        "delta_num": l.delta_num,
+        "groups": l.groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
+        "contacts": l.contacts.iter().map(|c| json!({
+            "uri": c.uri.as_str(),
+            "name": c.name,
+            "groups": c.groups,
+            "subscribed": c.subscribed,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -141,6 +155,10 @@ pub fn self_message(update: &SelfUpdate) -> String {
     if let Some(s) = &update.subscribers {
         out.push_str(",\"subscribers\":");
         out.push_str(&Value::Array(s.iter().map(subscriber).collect()).to_string());
+    }
+    if let Some(c) = &update.contacts {
+        out.push_str(",\"contacts\":");
+        out.push_str(&contact_list(c).to_string());
     }
     out.push('}');
     out

@@ -9,7 +9,7 @@ pub(crate) mod routes;
 use accounts::Accounts;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use presence_engine::Engine;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -72,6 +72,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/presentities/{user}",
             get(routes::presentities::get_presentity),
+        )
+        .route("/v1/me/contacts", get(routes::contacts::list))
+        .route(
+            "/v1/me/contacts/{user}",
+            put(routes::contacts::put_contact).delete(routes::contacts::delete_contact),
+        )
+        .route("/v1/me/groups", post(routes::contacts::add_group))
+        .route(
+            "/v1/me/groups/{id}",
+            patch(routes::contacts::rename_group).delete(routes::contacts::delete_group),
         )
         .fallback(routes::meta::not_found)
         .method_not_allowed_fallback(routes::meta::method_not_allowed)

@@ -46,6 +46,7 @@ pub(crate) fn own_full(doc: &PresentityDoc) -> SelfUpdate {
         categories: snapshot(doc, View::Owner, &names),
         containers: Some(Arc::new(doc.containers().cloned().collect())),
         subscribers: Some(Arc::new(doc.subscribers().to_vec())),
+        contacts: Some(Arc::new(doc.contacts().clone())),
     }
 }
 
@@ -58,6 +59,7 @@ fn own_update(doc: &PresentityDoc, changes: &ChangeSet) -> SelfUpdate {
         subscribers: changes
             .subscribers
             .then(|| Arc::new(doc.subscribers().to_vec())),
+        contacts: changes.contacts.then(|| Arc::new(doc.contacts().clone())),
     }
 }
 

@@ -22,6 +22,7 @@ pub use session::{Session, SubscribeResult};
 use metrics::Metrics;
 use parking_lot::{Mutex, RwLock};
 use presence_model::acl::{self, Relation, View, Viewer};
+use presence_model::contacts::{ContactError, ContactList};
 use presence_model::document::{ChangeSet, Ctx, NotASubscriber, Stamper};
 use presence_model::membership::{ContainerUpdate, MembershipError};
 use presence_model::{
@@ -75,6 +76,8 @@ pub enum EngineError {
     Membership(#[from] MembershipError),
     #[error(transparent)]
     NotASubscriber(#[from] NotASubscriber),
+    #[error(transparent)]
+    Contacts(#[from] ContactError),
     #[error("{0}")]
     TooLarge(String),
     #[error("the endpoint has signed out")]
@@ -144,6 +147,7 @@ pub struct OwnSnapshot {
     pub instances: Vec<CategoryInstance>,
     pub containers: Vec<Container>,
     pub subscribers: Vec<SubscriberEntry>,
+    pub contacts: ContactList,
 }
 
 impl Engine {
@@ -405,7 +409,32 @@ impl Engine {
             instances: state.doc.instances().cloned().collect(),
             containers: state.doc.containers().cloned().collect(),
             subscribers: state.doc.subscribers().to_vec(),
+            contacts: state.doc.contacts().clone(),
         })
+    }
+
+    /// Changes the owner's contact list with `change` (all or nothing); returns its
+    /// result and the new list. Contacts must be known users.
+    pub fn change_contacts<T>(
+        &self,
+        user: &UserUri,
+        contact: Option<&UserUri>,
+        change: impl FnOnce(&mut ContactList) -> Result<T, ContactError>,
+    ) -> Result<(T, ContactList), EngineError> {
+        if let Some(c) = contact
+            && !self.exists(c)?
+        {
+            return Err(EngineError::UnknownUser(c.clone()));
+        }
+        let cell = self.presentity(user)?;
+        let mut state = cell.state.lock();
+        let backup = state.doc.clone();
+        let (out, changes) = state.doc.change_contacts(change)?;
+        if let Err(e) = self.commit(&mut state, &changes) {
+            state.doc = backup;
+            return Err(e);
+        }
+        Ok((out, state.doc.contacts().clone()))
     }
 
     /// What `viewer` may see of `target`: the visible instances of the requested

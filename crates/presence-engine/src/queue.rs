@@ -11,6 +11,7 @@
 use crate::metrics::Metrics;
 use parking_lot::Mutex;
 use presence_model::acl::Relation;
+use presence_model::contacts::ContactList;
 use presence_model::{CategoryInstance, Container, SubscriberEntry, UserUri};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -76,6 +77,8 @@ pub struct SelfUpdate {
     pub containers: Option<Arc<Vec<Container>>>,
     /// The complete subscriber list, when it changed.
     pub subscribers: Option<Arc<Vec<SubscriberEntry>>>,
+    /// The complete contact list, when it changed.
+    pub contacts: Option<Arc<ContactList>>,
 }
 
 impl SelfUpdate {
@@ -86,6 +89,9 @@ impl SelfUpdate {
         }
         if newer.subscribers.is_some() {
             self.subscribers = newer.subscribers;
+        }
+        if newer.contacts.is_some() {
+            self.contacts = newer.contacts;
         }
     }
 }

@@ -4,6 +4,7 @@
 //! engine needs to notify exactly the affected watchers.
 
 use crate::aggregation::{AggregateOutput, AggregationInput, Aggregator};
+use crate::contacts::{ContactError, ContactList};
 use crate::container::{Container, ContainerId};
 use crate::instance::{Author, CategoryInstance, EndpointId, ExpireType, Expiry, InstanceKey};
 use crate::limits::*;
@@ -41,19 +42,25 @@ pub struct ChangeSet {
     pub containers: BTreeSet<ContainerId>,
     /// The subscriber list changed.
     pub subscribers: bool,
+    /// The contact list changed.
+    pub contacts: bool,
     /// Something the store keeps changed.
     pub durable: bool,
 }
 
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
-        self.categories.is_empty() && self.containers.is_empty() && !self.subscribers
+        self.categories.is_empty()
+            && self.containers.is_empty()
+            && !self.subscribers
+            && !self.contacts
     }
 
     pub fn merge(&mut self, other: ChangeSet) {
         self.categories.extend(other.categories);
         self.containers.extend(other.containers);
         self.subscribers |= other.subscribers;
+        self.contacts |= other.contacts;
         self.durable |= other.durable;
     }
 
@@ -76,6 +83,8 @@ pub struct DocRecord {
     pub containers: Vec<Container>,
     pub instances: Vec<CategoryInstance>,
     pub subscribers: Vec<SubscriberEntry>,
+    #[serde(default)]
+    pub contacts: ContactList,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,6 +97,7 @@ pub struct PresentityDoc {
     containers: BTreeMap<ContainerId, Container>,
     instances: BTreeMap<InstanceKey, CategoryInstance>,
     subscribers: Vec<SubscriberEntry>,
+    contacts: ContactList,
 }
 
 /// A category name: an XML-name-like token of at most [`MAX_CATEGORY_NAME_BYTES`].
@@ -111,6 +121,7 @@ impl PresentityDoc {
                 .collect(),
             instances: BTreeMap::new(),
             subscribers: Vec::new(),
+            contacts: ContactList::default(),
         };
         doc.ensure_fixed_outputs(ctx);
         doc
@@ -128,6 +139,7 @@ impl PresentityDoc {
                 .map(|i| (i.key.clone(), i))
                 .collect(),
             subscribers: record.subscribers,
+            contacts: record.contacts,
         };
         doc.ensure_fixed_outputs(ctx);
         doc
@@ -144,6 +156,7 @@ impl PresentityDoc {
                 .cloned()
                 .collect(),
             subscribers: self.subscribers.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 
@@ -195,6 +208,28 @@ impl PresentityDoc {
 
     pub fn subscribers(&self) -> &[SubscriberEntry] {
         &self.subscribers
+    }
+
+    pub fn contacts(&self) -> &ContactList {
+        &self.contacts
+    }
+
+    /// Changes the contact list with `change`; a refused change leaves it untouched.
+    pub fn change_contacts<T>(
+        &mut self,
+        change: impl FnOnce(&mut ContactList) -> Result<T, ContactError>,
+    ) -> Result<(T, ChangeSet), ContactError> {
+        let mut list = self.contacts.clone();
+        let out = change(&mut list)?;
+        self.contacts = list;
+        Ok((
+            out,
+            ChangeSet {
+                contacts: true,
+                durable: true,
+                ..Default::default()
+            },
+        ))
     }
 
     /// Applies a publication batch all-or-nothing, then re-runs aggregation if an

@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod aggregation;
+pub mod contacts;
 pub mod container;
 pub mod document;
 pub mod instance;

@@ -1123,6 +1123,7 @@ fn change_set_lists_exactly_the_touched_pairs() {
             categories: pairs(&[(200, "note"), (400, "note"), (400, "contactCard")]),
             containers: BTreeSet::new(),
             subscribers: false,
+            contacts: false,
             durable: true,
         }
     );

@@ -211,6 +211,7 @@ mod tests {
             containers: Container::defaults(),
             instances: vec![],
             subscribers: vec![],
+            contacts: Default::default(),
         }
     }
 

@@ -390,3 +390,107 @@ async fn subscribers_list_and_acknowledge() {
         .await;
     assert_eq!((s, body["error"].as_str()), (404, Some("not_a_subscriber")));
 }
+
+#[tokio::test]
+async fn contact_list_and_groups() {
+    let (_dir, server, alice, _bob) = two_users().await;
+    let (s, list) = alice.get("/v1/me/contacts").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        list,
+        json!({"delta_num": 1, "groups": [{"id": 1, "name": "~"}], "contacts": []})
+    );
+
+    let (s, body) = alice
+        .send(
+            Method::POST,
+            "/v1/me/groups",
+            json!({"name": "Team", "delta_num": 1}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let team = body["id"].as_u64().unwrap();
+    assert_eq!(body["contacts"]["delta_num"], 2);
+    let (s, list) = alice
+        .send(
+            Method::PUT,
+            "/v1/me/contacts/bob@example.com",
+            json!({"name": "Bobby", "groups": [team], "delta_num": 2}),
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(
+        list["contacts"],
+        json!([{"uri": "bob@example.com", "name": "Bobby", "groups": [team], "subscribed": true}])
+    );
+    assert_eq!(list["delta_num"], 3);
+
+    // Stale delta, unknown user, unknown group, default group, self.
+    let (s, body) = alice
+        .send(
+            Method::PUT,
+            "/v1/me/contacts/bob@example.com",
+            json!({"delta_num": 2}),
+        )
+        .await;
+    assert_eq!((s, body["error"].as_str()), (409, Some("delta_conflict")));
+    let (s, body) = alice
+        .send(Method::PUT, "/v1/me/contacts/ghost@example.com", json!({}))
+        .await;
+    assert_eq!((s, body["error"].as_str()), (404, Some("unknown_user")));
+    let (s, body) = alice
+        .send(
+            Method::PUT,
+            "/v1/me/contacts/bob@example.com",
+            json!({"groups": [42]}),
+        )
+        .await;
+    assert_eq!((s, body["error"].as_str()), (404, Some("unknown_group")));
+    let (s, body) = alice
+        .send(Method::DELETE, "/v1/me/groups/1", json!({}))
+        .await;
+    assert_eq!((s, body["error"].as_str()), (403, Some("default_group")));
+    let (s, _) = alice
+        .send(Method::PUT, "/v1/me/contacts/alice@example.com", json!({}))
+        .await;
+    assert_eq!(s, 400);
+    let (s, body) = alice
+        .send(Method::DELETE, "/v1/me/groups/abc", json!({}))
+        .await;
+    assert_eq!((s, body["error"].as_str()), (400, Some("bad_request")));
+
+    // Deleting the group moves bob to the default group; the list is durable.
+    let (s, list) = alice
+        .send(
+            Method::DELETE,
+            &format!("/v1/me/groups/{team}?delta_num=3"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["contacts"][0]["groups"], json!([1]));
+    let (s, list) = alice
+        .send(Method::DELETE, "/v1/me/contacts/bob@example.com", json!({}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list["contacts"], json!([]));
+    assert_eq!(list["delta_num"], 5);
+    let (s, body) = alice
+        .send(Method::DELETE, "/v1/me/contacts/bob@example.com", json!({}))
+        .await;
+    assert_eq!((s, body["error"].as_str()), (404, Some("unknown_contact")));
+
+    // A self-subscribed endpoint hears about changes.
+    let mut ws = server.ws(&alice.token).await;
+    ws.send(json!({"op": "subscribe_self"})).await;
+    let full = ws.recv_until(|m| m["type"] == "self").await;
+    assert_eq!(full["contacts"]["delta_num"], 5);
+    alice
+        .send(Method::POST, "/v1/me/groups", json!({"name": "Friends"}))
+        .await;
+    let upd = ws
+        .recv_until(|m| m["type"] == "self" && m.get("contacts").is_some())
+        .await;
+    assert_eq!(upd["contacts"]["delta_num"], 6);
+    assert_eq!(upd["contacts"]["groups"][1]["name"], "Friends");
+}

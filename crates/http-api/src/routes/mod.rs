@@ -1,3 +1,4 @@
+pub mod contacts;
 pub mod me;
 pub mod meta;
 pub mod presentities;
@@ -41,6 +42,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn rejection_text(r: &JsonRejection) -> String {
     r.body_text()
+}
+
+/// Path parameters whose rejections are JSON 400s.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|r| ApiError::bad_request(r.body_text()))
+    }
 }
 
 /// Query parameters whose rejections are JSON 400s.

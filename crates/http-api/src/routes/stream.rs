@@ -4,7 +4,7 @@
 
 use super::{blocking, parse_user};
 use crate::AppState;
-use crate::auth::{TokenInfo, bearer};
+use crate::auth::{TokenInfo, account_exists, bearer};
 use crate::error::ApiError;
 use crate::json;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -61,6 +61,11 @@ pub async fn upgrade(
         Some(t) => Some(state.tokens.check(&t).ok_or_else(ApiError::unauthorized)?),
         None => None,
     };
+    if let Some(i) = &info
+        && !account_exists(&state, i).await?
+    {
+        return Err(ApiError::unauthorized());
+    }
     let max = state.limits.max_ws_message_bytes;
     Ok(ws
         .max_message_size(max)
@@ -80,6 +85,10 @@ async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<TokenI
             Ok(Op::Auth { token }) => state.tokens.check(&token),
             _ => None,
         },
+        _ => None,
+    };
+    let info = match info {
+        Some(i) if account_exists(state, &i).await.unwrap_or(false) => Some(i),
         _ => None,
     };
     if info.is_none() {

@@ -1,0 +1,340 @@
+//! The persistent contact list: groups and contacts, with a change counter
+//! (`deltaNum` in MS-SIP's roaming-contacts) that starts at 1 and moves by exactly one
+//! per change, so any client can tell whether it missed something.
+//!
+//! Group 1 is the default group (`~`, "Other Contacts"): it always exists and cannot
+//! be deleted or renamed. Every contact is in at least one group; deleting a group
+//! moves the contacts left without a group into group 1.
+
+use crate::uri::UserUri;
+use serde::{Deserialize, Serialize};
+
+/// Most contacts in one list (MS-SIP suggests a cap of a few hundred).
+pub const MAX_CONTACTS: usize = 1000;
+/// Group ids run from 1 to this (MS-SIP: 1-63).
+pub const MAX_GROUP_ID: u32 = 63;
+/// Longest group or contact display name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The default group's id and name.
+pub const DEFAULT_GROUP: u32 = 1;
+pub const DEFAULT_GROUP_NAME: &str = "~";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub uri: UserUri,
+    pub name: String,
+    pub groups: Vec<u32>,
+    /// Whether the owner's clients subscribe to this contact's presence.
+    pub subscribed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactList {
+    pub delta_num: u32,
+    pub groups: Vec<Group>,
+    pub contacts: Vec<Contact>,
+}
+
+impl Default for ContactList {
+    fn default() -> Self {
+        ContactList {
+            delta_num: 1,
+            groups: vec![Group {
+                id: DEFAULT_GROUP,
+                name: DEFAULT_GROUP_NAME.into(),
+            }],
+            contacts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContactError {
+    #[error(
+        "the contact list changed (delta {current}); the request was made against delta {sent}"
+    )]
+    Stale { sent: u32, current: u32 },
+    #[error("no group with id {0}")]
+    NoGroup(u32),
+    #[error("{0} is not a contact")]
+    NoContact(UserUri),
+    #[error("the default group cannot be deleted or renamed")]
+    DefaultGroup,
+    #[error("a group named {0:?} exists already")]
+    DuplicateGroup(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+fn check_name(name: &str) -> Result<(), ContactError> {
+    if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(ContactError::Invalid(format!(
+            "names are at most {MAX_NAME_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl ContactList {
+    /// Checks the client's view of the list; `None` skips the check.
+    fn expect(&self, delta_num: Option<u32>) -> Result<(), ContactError> {
+        match delta_num {
+            Some(sent) if sent != self.delta_num => Err(ContactError::Stale {
+                sent,
+                current: self.delta_num,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn bump(&mut self) {
+        self.delta_num += 1;
+    }
+
+    pub fn contact(&self, uri: &UserUri) -> Option<&Contact> {
+        self.contacts.iter().find(|c| &c.uri == uri)
+    }
+
+    /// Adds or replaces a contact. Unknown group ids are refused; an empty group list
+    /// means the default group.
+    pub fn set_contact(
+        &mut self,
+        uri: UserUri,
+        name: &str,
+        groups: &[u32],
+        subscribed: bool,
+        delta_num: Option<u32>,
+    ) -> Result<(), ContactError> {
+        self.expect(delta_num)?;
+        check_name(name)?;
+        let mut groups = groups.to_vec();
+        groups.sort_unstable();
+        groups.dedup();
+        if let Some(g) = groups
+            .iter()
+            .find(|g| !self.groups.iter().any(|x| x.id == **g))
+        {
+            return Err(ContactError::NoGroup(*g));
+        }
+        if groups.is_empty() {
+            groups.push(DEFAULT_GROUP);
+        }
+        let contact = Contact {
+            uri,
+            name: name.to_string(),
+            groups,
+            subscribed,
+        };
+        let full = self.contacts.len() >= MAX_CONTACTS;
+        match self.contacts.iter_mut().find(|c| c.uri == contact.uri) {
+            Some(existing) => *existing = contact,
+            None if full => {
+                return Err(ContactError::TooLarge(format!(
+                    "a contact list holds at most {MAX_CONTACTS} contacts"
+                )));
+            }
+            None => self.contacts.push(contact),
+        }
+        self.bump();
+        Ok(())
+    }
+
+    pub fn delete_contact(
+        &mut self,
+        uri: &UserUri,
+        delta_num: Option<u32>,
+    ) -> Result<(), ContactError> {
+        self.expect(delta_num)?;
+        let before = self.contacts.len();
+        self.contacts.retain(|c| &c.uri != uri);
+        if self.contacts.len() == before {
+            return Err(ContactError::NoContact(uri.clone()));
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Adds a group under the lowest free id; returns it.
+    pub fn add_group(&mut self, name: &str, delta_num: Option<u32>) -> Result<u32, ContactError> {
+        self.expect(delta_num)?;
+        check_name(name)?;
+        if name.trim().is_empty() {
+            return Err(ContactError::Invalid("a group needs a name".into()));
+        }
+        if self.groups.iter().any(|g| g.name == name) {
+            return Err(ContactError::DuplicateGroup(name.to_string()));
+        }
+        let id = (1..=MAX_GROUP_ID)
+            .find(|id| !self.groups.iter().any(|g| g.id == *id))
+            .ok_or_else(|| ContactError::TooLarge(format!("at most {MAX_GROUP_ID} groups")))?;
+        self.groups.push(Group {
+            id,
+            name: name.to_string(),
+        });
+        self.groups.sort_by_key(|g| g.id);
+        self.bump();
+        Ok(id)
+    }
+
+    pub fn rename_group(
+        &mut self,
+        id: u32,
+        name: &str,
+        delta_num: Option<u32>,
+    ) -> Result<(), ContactError> {
+        self.expect(delta_num)?;
+        check_name(name)?;
+        if id == DEFAULT_GROUP {
+            return Err(ContactError::DefaultGroup);
+        }
+        if name.trim().is_empty() {
+            return Err(ContactError::Invalid("a group needs a name".into()));
+        }
+        if self.groups.iter().any(|g| g.name == name && g.id != id) {
+            return Err(ContactError::DuplicateGroup(name.to_string()));
+        }
+        let group = self
+            .groups
+            .iter_mut()
+            .find(|g| g.id == id)
+            .ok_or(ContactError::NoGroup(id))?;
+        group.name = name.to_string();
+        self.bump();
+        Ok(())
+    }
+
+    pub fn delete_group(&mut self, id: u32, delta_num: Option<u32>) -> Result<(), ContactError> {
+        self.expect(delta_num)?;
+        if id == DEFAULT_GROUP {
+            return Err(ContactError::DefaultGroup);
+        }
+        if !self.groups.iter().any(|g| g.id == id) {
+            return Err(ContactError::NoGroup(id));
+        }
+        self.groups.retain(|g| g.id != id);
+        for c in &mut self.contacts {
+            c.groups.retain(|g| *g != id);
+            if c.groups.is_empty() {
+                c.groups.push(DEFAULT_GROUP);
+            }
+        }
+        self.bump();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> UserUri {
+        UserUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn starts_with_default_group_at_delta_one() {
+        let l = ContactList::default();
+        assert_eq!(l.delta_num, 1);
+        assert_eq!(
+            l.groups,
+            vec![Group {
+                id: 1,
+                name: "~".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn every_change_moves_delta_by_one() {
+        let mut l = ContactList::default();
+        let g = l.add_group("Team", Some(1)).unwrap();
+        assert_eq!((g, l.delta_num), (2, 2));
+        l.set_contact(uri("bob@x.com"), "Bob", &[g], true, Some(2))
+            .unwrap();
+        l.set_contact(uri("carol@x.com"), "", &[], true, None)
+            .unwrap();
+        assert_eq!(l.contact(&uri("carol@x.com")).unwrap().groups, vec![1]);
+        l.rename_group(g, "Core team", None).unwrap();
+        l.delete_group(g, Some(5)).unwrap();
+        assert_eq!(
+            l.contact(&uri("bob@x.com")).unwrap().groups,
+            vec![1],
+            "moved to the default group"
+        );
+        l.delete_contact(&uri("bob@x.com"), Some(6)).unwrap();
+        assert_eq!(l.delta_num, 7);
+        assert!(l.contact(&uri("bob@x.com")).is_none());
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut l = ContactList::default();
+        let before = l.clone();
+        assert_eq!(
+            l.add_group("x", Some(9)),
+            Err(ContactError::Stale {
+                sent: 9,
+                current: 1
+            })
+        );
+        assert_eq!(l.delete_group(1, None), Err(ContactError::DefaultGroup));
+        assert_eq!(
+            l.rename_group(1, "y", None),
+            Err(ContactError::DefaultGroup)
+        );
+        assert_eq!(l.delete_group(7, None), Err(ContactError::NoGroup(7)));
+        assert_eq!(
+            l.set_contact(uri("bob@x.com"), "Bob", &[7], true, None),
+            Err(ContactError::NoGroup(7))
+        );
+        assert_eq!(
+            l.delete_contact(&uri("bob@x.com"), None),
+            Err(ContactError::NoContact(uri("bob@x.com")))
+        );
+        assert!(matches!(
+            l.add_group(" ", None),
+            Err(ContactError::Invalid(_))
+        ));
+        assert!(matches!(
+            l.add_group("~", None),
+            Err(ContactError::DuplicateGroup(_))
+        ));
+        assert_eq!(l, before);
+    }
+
+    #[test]
+    fn limits_at_the_boundary() {
+        let mut l = ContactList::default();
+        for i in 2..=MAX_GROUP_ID {
+            assert_eq!(l.add_group(&format!("g{i}"), None), Ok(i));
+        }
+        assert!(matches!(
+            l.add_group("one more", None),
+            Err(ContactError::TooLarge(_))
+        ));
+        for i in 0..MAX_CONTACTS {
+            l.set_contact(uri(&format!("u{i}@x.com")), "", &[], true, None)
+                .unwrap();
+        }
+        assert!(matches!(
+            l.set_contact(uri("extra@x.com"), "", &[], true, None),
+            Err(ContactError::TooLarge(_))
+        ));
+        // Replacing an existing contact at the limit is fine.
+        l.set_contact(uri("u0@x.com"), "renamed", &[], false, None)
+            .unwrap();
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert!(matches!(
+            l.set_contact(uri("u1@x.com"), &long, &[], true, None),
+            Err(ContactError::Invalid(_))
+        ));
+    }
+}
