@@ -282,7 +282,7 @@ fn empty_batch_bad_names_and_missing_values_are_invalid() {
     let before = doc.clone();
     assert!(matches!(
         publish_err(&mut doc, &[], None, &ctx),
-        PublishError::Invalid { index: 0, .. }
+        PublishError::Empty
     ));
     for bad in ["", "9lives", "has space", "x<y", "a".repeat(65).as_str()] {
         let batch = [

@@ -27,6 +27,15 @@ async fn acknowledged_writes_survive_sigkill() {
     bob.send(json!({"op": "subscribe", "id": "x", "uris": ["alice@example.com"], "context": true}))
         .await;
     bob.recv_until(|m| m["type"] == "categories").await;
+    // The entry is acknowledged once the owner can read it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.get("/v1/me/subscribers").await.1 == json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriber entry never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     server.kill9();
 
     let server = Server::start(dir.path());
