@@ -8,6 +8,8 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use md4::{Digest, Md4};
@@ -15,8 +17,10 @@ use presence_model::{Timestamp, UserUri};
 use presence_store::{Account, Store, StoreError};
 use rand::RngCore;
 use rand::rngs::OsRng;
+use sha2::Sha256;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Name of the sealing key file in the data directory.
 pub const KEY_FILE: &str = "secret.key";
@@ -240,6 +244,45 @@ impl Accounts {
         })
     }
 
+    /// Opens an API session for a verified user: a random 32-byte token (base64url)
+    /// of which only the SHA-256 is stored, so sessions survive restarts and a copy of
+    /// the database grants nothing.
+    pub fn issue_token(
+        &self,
+        uri: &UserUri,
+        ttl: Duration,
+    ) -> Result<(String, Timestamp), AccountError> {
+        let mut raw = [0u8; 32];
+        OsRng.fill_bytes(&mut raw);
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        let expires = Timestamp::from_millis(now().millis() + ttl.as_millis() as i64);
+        self.store
+            .insert_session(&Sha256::digest(token.as_bytes()), uri, expires)?;
+        Ok((token, expires))
+    }
+
+    /// The account behind a live token; `None` for unknown, expired or revoked tokens
+    /// and for users removed since.
+    pub fn check_token(&self, token: &str) -> Result<Option<AccountInfo>, AccountError> {
+        let hash = Sha256::digest(token.as_bytes());
+        Ok(self
+            .store
+            .session_account(&hash, now())?
+            .as_ref()
+            .map(AccountInfo::from))
+    }
+
+    pub fn revoke_token(&self, token: &str) -> Result<bool, AccountError> {
+        Ok(self
+            .store
+            .delete_session(&Sha256::digest(token.as_bytes()))?)
+    }
+
+    /// Forgets expired sessions; returns how many.
+    pub fn prune_tokens(&self) -> Result<usize, AccountError> {
+        Ok(self.store.delete_expired_sessions(now())?)
+    }
+
     /// The NT hash of the user's password, for SIP NTLM. `None` for unknown users.
     pub fn nt_hash(&self, uri: &UserUri) -> Result<Option<[u8; 16]>, AccountError> {
         let Some(account) = self.store.account(uri)? else {
@@ -352,6 +395,29 @@ mod tests {
             Err(AccountError::NotFound(_))
         ));
         assert!(accounts.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tokens_survive_reopen_and_die_with_the_account() {
+        let (dir, store, accounts) = setup();
+        let u = UserUri::parse("carol@example.com").unwrap();
+        accounts.add(&u, "Carol", "pw").unwrap();
+        let (token, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        assert_eq!(accounts.check_token(&token).unwrap().unwrap().uri, u);
+        assert_eq!(accounts.check_token("forged").unwrap(), None);
+        let again = Accounts::open(store.clone(), dir.path()).unwrap();
+        assert!(
+            again.check_token(&token).unwrap().is_some(),
+            "stored, not in memory"
+        );
+        let (short, _) = accounts.issue_token(&u, Duration::ZERO).unwrap();
+        assert_eq!(accounts.check_token(&short).unwrap(), None, "expired");
+        assert_eq!(accounts.prune_tokens().unwrap(), 1);
+        assert!(accounts.revoke_token(&token).unwrap());
+        assert_eq!(accounts.check_token(&token).unwrap(), None);
+        let (t2, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        accounts.remove(&u).unwrap();
+        assert_eq!(accounts.check_token(&t2).unwrap(), None);
     }
 
     #[test]

@@ -14,8 +14,6 @@ use presence_engine::Engine;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-pub use auth::Tokens;
-
 /// Limits of the API; the server's configuration fills them.
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
@@ -41,7 +39,8 @@ impl Default for ApiLimits {
 pub struct AppState {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
-    pub tokens: Arc<Tokens>,
+    /// Lifetime of API tokens.
+    pub token_ttl: std::time::Duration,
     pub limits: ApiLimits,
     /// Flips to true when the server shuts down; open WebSockets close.
     pub shutdown: watch::Receiver<bool>,

@@ -64,6 +64,24 @@ pub trait Store: Send + Sync + 'static {
     fn update_account(&self, account: &Account) -> Result<bool, StoreError>;
     fn account(&self, uri: &UserUri) -> Result<Option<Account>, StoreError>;
     fn accounts(&self) -> Result<Vec<Account>, StoreError>;
-    /// Deletes the account and its presentity document; `false` if there was none.
+    /// Deletes the account, its presentity document and its API sessions; `false` if
+    /// there was none.
     fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError>;
+
+    /// Records an API session under the hash of its token.
+    fn insert_session(
+        &self,
+        token_hash: &[u8],
+        uri: &UserUri,
+        expires: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The account of a live session (not expired at `now`, account still present).
+    fn session_account(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Account>, StoreError>;
+    fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError>;
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const DB_FILE: &str = "presenced.sqlite3";
 /// How long a writer waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -34,7 +34,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
+        if version < 1 {
             conn.execute_batch(
                 "BEGIN;
                  CREATE TABLE IF NOT EXISTS accounts (
@@ -50,6 +50,19 @@ impl SqliteStore {
                      doc TEXT NOT NULL
                  );
                  PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS sessions (
+                     token_hash BLOB PRIMARY KEY,
+                     uri TEXT NOT NULL,
+                     expires_ms INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS sessions_by_uri ON sessions (uri);
+                 PRAGMA user_version = 2;
                  COMMIT;",
             )?;
         }
@@ -191,8 +204,61 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM accounts WHERE uri = ?1", [uri.as_str()])?;
         tx.execute("DELETE FROM presentities WHERE uri = ?1", [uri.as_str()])?;
+        tx.execute("DELETE FROM sessions WHERE uri = ?1", [uri.as_str()])?;
         tx.commit()?;
         Ok(n == 1)
+    }
+
+    fn insert_session(
+        &self,
+        token_hash: &[u8],
+        uri: &UserUri,
+        expires: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn.lock().execute(
+            "INSERT INTO sessions (token_hash, uri, expires_ms) VALUES (?1, ?2, ?3)",
+            params![token_hash, uri.as_str(), expires.millis()],
+        )?;
+        Ok(())
+    }
+
+    fn session_account(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Account>, StoreError> {
+        let conn = self.conn.lock();
+        let columns = ACCOUNT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {columns} FROM sessions s JOIN accounts a ON a.uri = s.uri
+                     WHERE s.token_hash = ?1 AND s.expires_ms > ?2"
+                ),
+                params![token_hash, now.millis()],
+                account_from_row,
+            )
+            .optional()?;
+        Ok(row.map(|(_, a)| a))
+    }
+
+    fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .lock()
+            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+        Ok(n == 1)
+    }
+
+    fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.conn.lock().execute(
+            "DELETE FROM sessions WHERE expires_ms <= ?1",
+            [now.millis()],
+        )?)
     }
 }
 
@@ -261,7 +327,41 @@ mod tests {
             "only the document without an account"
         );
         assert!(s.load_presentity(&a.uri).unwrap().is_some());
+        s.insert_session(b"h1", &a.uri, Timestamp::from_millis(100))
+            .unwrap();
+        s.insert_session(b"h2", &a.uri, Timestamp::from_millis(10))
+            .unwrap();
+        assert_eq!(
+            s.session_account(b"h1", Timestamp::from_millis(50))
+                .unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(
+            s.session_account(b"h1", Timestamp::from_millis(100))
+                .unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            s.session_account(b"nope", Timestamp::from_millis(0))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.delete_expired_sessions(Timestamp::from_millis(50))
+                .unwrap(),
+            1
+        );
+        assert!(s.delete_session(b"h1").unwrap());
+        assert!(!s.delete_session(b"h1").unwrap());
+        s.insert_session(b"h3", &a.uri, Timestamp::from_millis(100))
+            .unwrap();
         assert!(s.delete_account(&a.uri).unwrap());
+        assert_eq!(
+            s.session_account(b"h3", Timestamp::from_millis(0)).unwrap(),
+            None,
+            "sessions go with the account"
+        );
         assert!(!s.delete_account(&a.uri).unwrap());
         assert_eq!(
             s.load_presentity(&a.uri).unwrap(),

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::demo;
 use accounts::Accounts;
 use anyhow::{Context, Result};
-use http_api::{AppState, Tokens};
+use http_api::AppState;
 use presence_engine::{Engine, EngineError};
 use presence_model::BuiltinAggregator;
 use presence_store::{SqliteStore, Store};
@@ -41,6 +41,22 @@ pub fn open(config: &Config) -> Result<Services> {
     Ok(Services { engine, accounts })
 }
 
+/// How often expired API sessions are deleted from the store.
+const SESSION_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+async fn prune_sessions(accounts: Arc<Accounts>) {
+    let mut tick = tokio::time::interval(SESSION_PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let a = accounts.clone();
+        match tokio::task::spawn_blocking(move || a.prune_tokens()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "removed expired API sessions"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune API sessions"),
+            _ => {}
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -69,11 +85,12 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         tokio::task::spawn_blocking(move || demo::seed(&engine, &accounts)).await??;
     }
     let timers = tokio::spawn(services.engine.clone().run_timers());
+    let pruner = tokio::spawn(prune_sessions(services.accounts.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         engine: services.engine.clone(),
         accounts: services.accounts.clone(),
-        tokens: Arc::new(Tokens::new(Duration::from_secs(config.auth.token_ttl_secs))),
+        token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
         limits: config.api_limits(),
         shutdown: shutdown_rx,
     };
@@ -101,5 +118,6 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         } => tracing::warn!("grace period over; closing remaining connections"),
     }
     timers.abort();
+    pruner.abort();
     Ok(())
 }

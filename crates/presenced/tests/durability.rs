@@ -39,7 +39,7 @@ async fn acknowledged_writes_survive_sigkill() {
     server.kill9();
 
     let server = Server::start(dir.path());
-    let token = server.login("alice@example.com", "pw-a").await;
+    // API sessions are stored too: the token from before the crash still works.
     let api = Api::new(&server, &token);
     let (_, me) = api.get("/v1/me").await;
     let notes: Vec<_> = me["categories"]

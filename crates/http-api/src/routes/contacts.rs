@@ -23,13 +23,13 @@ async fn change<T: Send + 'static>(
     f: impl FnOnce(&mut ContactList) -> Result<T, ContactError> + Send + 'static,
 ) -> Result<(T, ContactList), ApiError> {
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     blocking(move || Ok(engine.change_contacts(&user, contact.as_ref(), f)?)).await
 }
 
 pub async fn list(State(state): State<AppState>, auth: AuthUser) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
     Ok(Json(json::contact_list(&snap.contacts)))
 }
@@ -52,7 +52,7 @@ pub async fn put_contact(
     ApiJson(body): ApiJson<ContactIn>,
 ) -> Result<Json<Value>, ApiError> {
     let uri = parse_user(&user)?;
-    if uri == auth.info.user {
+    if uri == auth.info.uri {
         return Err(ApiError::bad_request(
             "you cannot add yourself as a contact",
         ));

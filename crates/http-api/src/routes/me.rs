@@ -18,10 +18,10 @@ pub async fn get_me(
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
     Ok(Json(json!({
-        "uri": auth.info.user.as_str(),
+        "uri": auth.info.uri.as_str(),
         "categories": snap.instances.iter().map(|i| json::instance(i, true)).collect::<Vec<_>>(),
     })))
 }
@@ -76,7 +76,7 @@ pub async fn publish(
         .map(|(i, p)| to_publication(i + 1, p))
         .collect::<Result<Vec<_>, _>>()?;
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let endpoint = req.endpoint.map(EndpointId);
     let published = blocking(move || Ok(engine.publish(&user, endpoint, &items)?)).await?;
     Ok(Json(json!({
@@ -97,7 +97,7 @@ pub async fn get_containers(
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
     Ok(Json(Value::Array(
         snap.containers.iter().map(json::container).collect(),
@@ -144,7 +144,7 @@ pub async fn patch_containers(
         return Err(ApiError::bad_request("the patch holds no container"));
     }
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let changed = blocking(move || Ok(engine.update_containers(&user, &updates)?)).await?;
     Ok(Json(Value::Array(
         changed.iter().map(json::container).collect(),
@@ -156,7 +156,7 @@ pub async fn get_subscribers(
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
     Ok(Json(Value::Array(
         snap.subscribers.iter().map(json::subscriber).collect(),
@@ -170,7 +170,7 @@ pub async fn acknowledge(
 ) -> Result<StatusCode, ApiError> {
     let watcher = parse_user(&watcher)?;
     let engine = state.engine.clone();
-    let user = auth.info.user.clone();
+    let user = auth.info.uri.clone();
     blocking(move || Ok(engine.acknowledge_subscriber(&user, &watcher)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,12 +26,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         state.engine.pending_timers() as u64,
     ));
-    rows.push((
-        "presenced_http_tokens",
-        "Live API bearer tokens.",
-        "gauge",
-        state.tokens.live() as u64,
-    ));
+
     for (name, help, kind, value) in rows {
         let _ = writeln!(
             out,

@@ -33,11 +33,11 @@ pub async fn get_presentity(
         .map(str::to_string)
         .collect();
     let engine = state.engine.clone();
-    let viewer = auth.info.user.clone();
+    let viewer = auth.info.uri.clone();
     let uri = target.clone();
     let visible = blocking(move || Ok(engine.view(&viewer, &uri, &categories)?)).await?;
     // Users looking at themselves see their own data, with its container ids.
-    let owner = auth.info.user == target;
+    let owner = auth.info.uri == target;
     Ok(Json(json!({
         "uri": target.as_str(),
         "categories": visible.iter().map(|i| json::instance(i, owner)).collect::<Vec<_>>(),

@@ -30,14 +30,17 @@ pub async fn create(
             "unknown user or wrong password",
         ));
     };
-    let (token, expires_at) = state.tokens.issue(account.uri, account.display_name);
+    let (accounts, ttl) = (state.accounts.clone(), state.token_ttl);
+    let (token, expires_at) =
+        blocking(move || Ok(accounts.issue_token(&account.uri, ttl)?)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expires_at": expires_at.to_rfc3339()})),
     ))
 }
 
-pub async fn delete(State(state): State<AppState>, auth: AuthUser) -> StatusCode {
-    state.tokens.revoke(&auth.token);
-    StatusCode::NO_CONTENT
+pub async fn delete(State(state): State<AppState>, auth: AuthUser) -> Result<StatusCode, ApiError> {
+    let accounts = state.accounts.clone();
+    blocking(move || Ok(accounts.revoke_token(&auth.token)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,9 +4,10 @@
 
 use super::{blocking, parse_user};
 use crate::AppState;
-use crate::auth::{TokenInfo, account_exists, bearer};
+use crate::auth::{bearer, check};
 use crate::error::ApiError;
 use crate::json;
+use accounts::AccountInfo;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -58,14 +59,13 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let info = match token {
-        Some(t) => Some(state.tokens.check(&t).ok_or_else(ApiError::unauthorized)?),
+        Some(t) => Some(
+            check(&state, &t)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?,
+        ),
         None => None,
     };
-    if let Some(i) = &info
-        && !account_exists(&state, i).await?
-    {
-        return Err(ApiError::unauthorized());
-    }
     let max = state.limits.max_ws_message_bytes;
     Ok(ws
         .max_message_size(max)
@@ -77,18 +77,14 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
-async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<TokenInfo> {
+async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<AccountInfo> {
     let wait = Duration::from_secs(state.limits.ws_auth_timeout_secs);
     let first = tokio::time::timeout(wait, socket.next()).await;
     let info = match first {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<Op>(&t) {
-            Ok(Op::Auth { token }) => state.tokens.check(&token),
+            Ok(Op::Auth { token }) => check(state, &token).await.ok().flatten(),
             _ => None,
         },
-        _ => None,
-    };
-    let info = match info {
-        Some(i) if account_exists(state, &i).await.unwrap_or(false) => Some(i),
         _ => None,
     };
     if info.is_none() {
@@ -99,7 +95,7 @@ async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<TokenI
     info
 }
 
-async fn run(state: AppState, mut socket: WebSocket, info: Option<TokenInfo>) {
+async fn run(state: AppState, mut socket: WebSocket, info: Option<AccountInfo>) {
     let info = match info {
         Some(i) => i,
         None => match authenticate(&state, &mut socket).await {
@@ -108,7 +104,7 @@ async fn run(state: AppState, mut socket: WebSocket, info: Option<TokenInfo>) {
         },
     };
     let engine = state.engine.clone();
-    let (user, name) = (info.user.clone(), info.display_name.clone());
+    let (user, name) = (info.uri.clone(), info.display_name.clone());
     let session = match blocking(move || Ok(engine.sign_in(&user, &name, None)?)).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
