@@ -50,6 +50,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     Router::new()
         .route("/", get(routes::meta::index))
+        .route("/app.js", get(routes::meta::script))
+        .route("/app.css", get(routes::meta::stylesheet))
         .route("/openapi.json", get(routes::meta::openapi))
         .route("/metrics", get(routes::meta::metrics))
         .route(

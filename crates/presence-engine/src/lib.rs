@@ -254,17 +254,22 @@ impl Engine {
         }
         let record = match self.inner.store.load_presentity(user)? {
             Some(r) => r,
-            None if self.inner.store.account(user)?.is_some() => {
-                self.provision(std::slice::from_ref(user))?;
-                return self
-                    .inner
-                    .presentities
-                    .read()
-                    .get(user)
-                    .cloned()
-                    .ok_or_else(|| EngineError::UnknownUser(user.clone()));
-            }
-            None => return Err(EngineError::UnknownUser(user.clone())),
+            None => match self.inner.store.account(user)? {
+                Some(account) => {
+                    // A user's first use: default memberships plus the identity card
+                    // from the account.
+                    let ctx = self.ctx(false);
+                    let mut doc = PresentityDoc::provision(user.clone(), &ctx);
+                    doc.set_identity(&account.display_name, user.as_str(), &ctx);
+                    self.inner.store.save_presentities(&[doc.to_record()])?;
+                    let mut map = self.inner.presentities.write();
+                    return Ok(map
+                        .entry(user.clone())
+                        .or_insert_with(|| Self::cell(doc))
+                        .clone());
+                }
+                None => return Err(EngineError::UnknownUser(user.clone())),
+            },
         };
         if let Some(max) = record.instances.iter().map(|i| i.seq).max() {
             self.inner.seq.fetch_max(max, Ordering::Relaxed);

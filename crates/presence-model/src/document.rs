@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// Namespace of contactCard values.
+pub const CONTACT_CARD_NS: &str = "http://schemas.microsoft.com/2006/09/sip/contactcard";
+/// Containers that carry the identity card: Default, every remote level, Blocked.
+const IDENTITY_CONTAINERS: [u64; 6] = [0, 100, 200, 300, 400, 32000];
+
 /// Where time and publication order come from; the engine implements it.
 pub trait Stamper {
     fn now(&self) -> Timestamp;
@@ -443,6 +448,37 @@ impl PresentityDoc {
         for out in outputs {
             self.write_server(out, ctx, changes);
         }
+    }
+
+    /// Publishes the server-owned identity card (contactCard instance 0: display name
+    /// and email) into every container a watcher can see, so the user is
+    /// recognisable to everybody, blocked watchers included. Clients cannot change it.
+    pub fn set_identity(&mut self, display_name: &str, email: &str, ctx: &Ctx<'_>) -> ChangeSet {
+        let value = xml::Element::new("contactCard")
+            .with_attr("xmlns", CONTACT_CARD_NS)
+            .with_child(
+                xml::Element::new("identity")
+                    .with_child(
+                        xml::Element::new("name")
+                            .with_child(xml::Element::new("displayName").with_text(display_name)),
+                    )
+                    .with_child(xml::Element::new("email").with_text(email)),
+            )
+            .to_xml();
+        let mut changes = ChangeSet::default();
+        for id in IDENTITY_CONTAINERS {
+            let id = ContainerId::new(id).expect("well-known id");
+            self.containers
+                .entry(id)
+                .or_insert_with(|| Container::new(id));
+            let out = AggregateOutput {
+                key: InstanceKey::new("contactCard", 0, id),
+                expiry: Expiry::Static,
+                value: value.clone(),
+            };
+            self.write_server(out, ctx, &mut changes);
+        }
+        changes
     }
 
     fn write_server(&mut self, out: AggregateOutput, ctx: &Ctx<'_>, changes: &mut ChangeSet) {

@@ -31,7 +31,6 @@ pub fn seed(engine: &Engine, accounts: &Accounts) -> Result<()> {
             Ok(_) | Err(AccountError::Exists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        engine.provision(std::slice::from_ref(&uri))?;
         let has_note = engine
             .own_snapshot(&uri)?
             .instances
