@@ -197,6 +197,8 @@ impl Accounts {
         if !self.store.update_account(&account)? {
             return Err(AccountError::NotFound(uri.clone()));
         }
+        // A new password ends every session opened with the old one.
+        self.store.delete_sessions_of(uri)?;
         Ok(())
     }
 
@@ -415,6 +417,13 @@ mod tests {
         assert_eq!(accounts.prune_tokens().unwrap(), 1);
         assert!(accounts.revoke_token(&token).unwrap());
         assert_eq!(accounts.check_token(&token).unwrap(), None);
+        let (t1, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        accounts.set_password(&u, "new-pw").unwrap();
+        assert_eq!(
+            accounts.check_token(&t1).unwrap(),
+            None,
+            "a password change ends sessions"
+        );
         let (t2, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
         accounts.remove(&u).unwrap();
         assert_eq!(accounts.check_token(&t2).unwrap(), None);

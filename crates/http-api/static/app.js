@@ -135,6 +135,7 @@ async function signOut() {
   const token = app.token;
   app.token = null;
   sessionStorage.removeItem("presenced.token");
+  sessionStorage.removeItem("presenced.user");
   clearTimeout(app.retryTimer);
   if (app.ws) app.ws.close();
   app.ws = null;
@@ -165,6 +166,7 @@ function connect() {
     if (app.ws !== ws) return;
     app.ws = null;
     app.endpoint = null;
+    app.machinePublished = null;
     app.subscribedTo = "";
     if (!app.token) return;
     const secs = Math.round(app.retryMs / 1000);

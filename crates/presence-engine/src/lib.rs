@@ -163,7 +163,12 @@ impl Engine {
             config,
             presentities: RwLock::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
-            next_endpoint: AtomicU64::new(1),
+            // Endpoint ids must not repeat across restarts (a client that reconnects
+            // must not mistake a new endpoint for its old one), and must stay exact in
+            // JavaScript numbers (below 2^53): start-up milliseconds x 1024 does both.
+            next_endpoint: AtomicU64::new(
+                chrono::Utc::now().timestamp_millis().max(1) as u64 * 1024,
+            ),
             seq: AtomicU64::new(0),
             clock: Clock::start(),
             timers: Timers::default(),

@@ -82,6 +82,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<Account>, StoreError>;
     fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+    /// Ends every API session of a user; returns how many.
+    fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError>;
     /// Deletes sessions that expired before `now`; returns how many.
     fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError>;
 }

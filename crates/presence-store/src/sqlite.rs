@@ -254,6 +254,13 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .lock()
+            .execute("DELETE FROM sessions WHERE uri = ?1", [uri.as_str()])?)
+    }
+
     fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
         Ok(self.conn.lock().execute(
             "DELETE FROM sessions WHERE expires_ms <= ?1",
