@@ -42,6 +42,8 @@ pub enum AccountError {
     BadDisplayName,
     #[error("the sealing key {path} is unusable: {reason}")]
     Key { path: String, reason: String },
+    #[error("{0} has no local password: the password lives only in the directory")]
+    NoLocalPassword(UserUri),
     #[error("sealed credentials of {0} cannot be opened with this data directory's key")]
     Unseal(UserUri),
     #[error(transparent)]
@@ -179,11 +181,49 @@ impl Accounts {
             password_hash: hash_password(password),
             nt_hash_sealed: self.seal(uri, &nt_hash(password)),
             created: now(),
+            disabled: false,
         };
         if !self.store.insert_account(&account)? {
             return Err(AccountError::Exists(uri.clone()));
         }
         Ok(AccountInfo::from(&account))
+    }
+
+    /// Creates or updates the account of a directory user: no local password (it lives
+    /// in the directory), the directory's display name, enabled or not. Returns whether
+    /// the account was created. A local account with the same URI is kept, password
+    /// included, and follows the directory from then on.
+    pub fn ensure_directory_user(&self, uri: &UserUri, display_name: &str, enabled: bool) -> Result<bool, AccountError> {
+        let display_name: String = display_name.chars().take(MAX_DISPLAY_NAME_BYTES / 4).collect();
+        match self.store.account(uri)? {
+            Some(mut a) => {
+                if a.display_name != display_name || a.disabled == enabled {
+                    a.display_name = display_name;
+                    a.disabled = !enabled;
+                    self.store.update_account(&a)?;
+                }
+                if !enabled {
+                    self.store.delete_sessions_of(uri)?;
+                }
+                Ok(false)
+            }
+            None => {
+                let account = Account {
+                    uri: uri.clone(),
+                    display_name,
+                    password_hash: String::new(),
+                    nt_hash_sealed: Vec::new(),
+                    created: now(),
+                    disabled: !enabled,
+                };
+                Ok(self.store.insert_account(&account)?)
+            }
+        }
+    }
+
+    /// The account, disabled or not (the `disabled` flag included).
+    pub fn account_state(&self, uri: &UserUri) -> Result<Option<(AccountInfo, bool)>, AccountError> {
+        Ok(self.store.account(uri)?.map(|a| (AccountInfo::from(&a), a.disabled)))
     }
 
     pub fn set_password(&self, uri: &UserUri, password: &str) -> Result<(), AccountError> {
@@ -230,6 +270,9 @@ impl Accounts {
             Ok(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(&uri)?,
             _ => None,
         };
+        // Unknown, disabled and directory-only users cost the same work as a wrong
+        // password.
+        let account = account.filter(|a| !a.disabled && !a.password_hash.is_empty());
         let hash = account
             .as_ref()
             .map_or(self.dummy_hash.as_str(), |a| &a.password_hash);
@@ -291,6 +334,9 @@ impl Accounts {
             return Ok(None);
         };
         let sealed = &account.nt_hash_sealed;
+        if sealed.is_empty() {
+            return Err(AccountError::NoLocalPassword(uri.clone()));
+        }
         if sealed.len() < NONCE_LEN {
             return Err(AccountError::Unseal(uri.clone()));
         }
@@ -427,6 +473,29 @@ mod tests {
         let (t2, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
         accounts.remove(&u).unwrap();
         assert_eq!(accounts.check_token(&t2).unwrap(), None);
+    }
+
+    #[test]
+    fn directory_users_have_no_local_password_and_can_be_disabled() {
+        let (_dir, _store, accounts) = setup();
+        let u = UserUri::parse("dora@example.com").unwrap();
+        assert!(accounts.ensure_directory_user(&u, "Dora", true).unwrap());
+        assert!(!accounts.ensure_directory_user(&u, "Dora E", true).unwrap());
+        assert_eq!(accounts.get(&u).unwrap().unwrap().display_name, "Dora E");
+        assert_eq!(accounts.verify("dora@example.com", "").unwrap(), None);
+        assert!(matches!(accounts.nt_hash(&u), Err(AccountError::NoLocalPassword(_))));
+        let (token, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        assert!(accounts.check_token(&token).unwrap().is_some());
+        accounts.ensure_directory_user(&u, "Dora E", false).unwrap();
+        assert_eq!(accounts.check_token(&token).unwrap(), None, "disabled: sessions end");
+        assert!(accounts.account_state(&u).unwrap().unwrap().1);
+        // A local user the directory disables cannot sign in with the local password.
+        let l = UserUri::parse("lee@example.com").unwrap();
+        accounts.add(&l, "Lee", "pw").unwrap();
+        accounts.ensure_directory_user(&l, "Lee", false).unwrap();
+        assert_eq!(accounts.verify("lee@example.com", "pw").unwrap(), None);
+        accounts.ensure_directory_user(&l, "Lee", true).unwrap();
+        assert!(accounts.verify("lee@example.com", "pw").unwrap().is_some());
     }
 
     #[test]

@@ -249,6 +249,7 @@ async fn account_added_by_another_process_is_provisioned_on_first_use() {
                 password_hash: "x".into(),
                 nt_hash_sealed: vec![0; 4],
                 created: Timestamp::from_millis(1),
+                disabled: false,
             })
             .unwrap()
     );
@@ -458,6 +459,7 @@ async fn view_by_a_colleague_added_by_another_process() {
             password_hash: "x".into(),
             nt_hash_sealed: vec![0; 4],
             created: Timestamp::from_millis(1),
+            disabled: false,
         })
         .unwrap();
     let seen = fx.engine.view(&ghost, &alice, &names(&["state"])).unwrap();

@@ -123,6 +123,11 @@ pub fn visible_instances<'d>(
             .collect(),
         View::Container(c) if c.is_local() && c != ContainerId::DEFAULT => Vec::new(),
         View::Container(_) if is_private(category) => Vec::new(),
+        // A user the directory disabled shows watchers nothing but the identity card.
+        View::Container(c) if doc.is_disabled() => doc
+            .instances_in(c, category)
+            .filter(|i| &*i.key.category == "contactCard" && i.key.instance == 0)
+            .collect(),
         View::Container(c) => doc.instances_in(c, category).collect(),
     }
 }

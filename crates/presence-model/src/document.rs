@@ -22,6 +22,15 @@ use std::sync::Arc;
 pub const CONTACT_CARD_NS: &str = "http://schemas.microsoft.com/2006/09/sip/contactcard";
 /// Containers that carry the identity card: Default, every remote level, Blocked.
 const IDENTITY_CONTAINERS: [u64; 6] = [0, 100, 200, 300, 400, 32000];
+/// Instance id of the directory details card (title, department, company, office,
+/// work phone): the id Lync uses for its company card.
+pub const DETAILS_CARD_INSTANCE: u32 = 3;
+/// Containers of the details card: colleagues, workgroup, friends and family.
+const DETAILS_CONTAINERS: [u64; 3] = [200, 300, 400];
+
+fn cid(id: u64) -> ContainerId {
+    ContainerId::new(id).expect("well-known id")
+}
 
 /// Where time and publication order come from; the engine implements it.
 pub trait Stamper {
@@ -90,6 +99,9 @@ pub struct DocRecord {
     pub subscribers: Vec<SubscriberEntry>,
     #[serde(default)]
     pub contacts: ContactList,
+    /// The directory disabled the user: watchers see the identity card only.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,6 +115,7 @@ pub struct PresentityDoc {
     instances: BTreeMap<InstanceKey, CategoryInstance>,
     subscribers: Vec<SubscriberEntry>,
     contacts: ContactList,
+    disabled: bool,
 }
 
 /// A category name: an XML-name-like token of at most [`MAX_CATEGORY_NAME_BYTES`].
@@ -127,6 +140,7 @@ impl PresentityDoc {
             instances: BTreeMap::new(),
             subscribers: Vec::new(),
             contacts: ContactList::default(),
+            disabled: false,
         };
         doc.ensure_fixed_outputs(ctx);
         doc
@@ -145,6 +159,7 @@ impl PresentityDoc {
                 .collect(),
             subscribers: record.subscribers,
             contacts: record.contacts,
+            disabled: record.disabled,
         };
         doc.ensure_fixed_outputs(ctx);
         doc
@@ -162,6 +177,7 @@ impl PresentityDoc {
                 .collect(),
             subscribers: self.subscribers.clone(),
             contacts: self.contacts.clone(),
+            disabled: self.disabled,
         }
     }
 
@@ -213,6 +229,73 @@ impl PresentityDoc {
 
     pub fn subscribers(&self) -> &[SubscriberEntry] {
         &self.subscribers
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// Disables or re-enables the user (directory decision). Disabling removes the
+    /// user-bound client data (the caller has ended the endpoints); static data stays
+    /// for re-enabling. Every visible category changes for watchers.
+    pub fn set_disabled(&mut self, disabled: bool, ctx: &Ctx<'_>) -> ChangeSet {
+        if self.disabled == disabled {
+            return ChangeSet::default();
+        }
+        self.disabled = disabled;
+        let mut changes = ChangeSet {
+            durable: true,
+            ..Default::default()
+        };
+        for i in self.instances.values() {
+            changes.categories.insert((i.key.container, i.key.category.clone()));
+        }
+        if disabled {
+            self.remove_where(|i| i.expiry == Expiry::User && i.author == Author::Client, &mut changes);
+            self.reaggregate(ctx, &mut changes);
+        }
+        changes
+    }
+
+    /// Writes what the directory says about the user: the identity card, the details
+    /// card (contactCard instance [`DETAILS_CARD_INSTANCE`] in 200, 300 and 400: seen
+    /// by colleagues and closer, not by strangers or blocked watchers) and
+    /// `userProperties` (instance 0 in the self container). `None` removes a card.
+    /// Unchanged values notify nobody.
+    pub fn set_directory_data(
+        &mut self,
+        display_name: &str,
+        email: &str,
+        details: Option<&str>,
+        properties: Option<&str>,
+        ctx: &Ctx<'_>,
+    ) -> ChangeSet {
+        let mut changes = self.set_identity(display_name, email, ctx);
+        let cards = DETAILS_CONTAINERS
+            .iter()
+            .map(|c| (InstanceKey::new("contactCard", DETAILS_CARD_INSTANCE, cid(*c)), details))
+            .chain([(InstanceKey::new("userProperties", 0, ContainerId::SELF), properties)]);
+        for (key, value) in cards.collect::<Vec<_>>() {
+            match value {
+                Some(v) => {
+                    self.containers.entry(key.container).or_insert_with(|| Container::new(key.container));
+                    let out = AggregateOutput {
+                        key,
+                        expiry: Expiry::Static,
+                        value: v.to_string(),
+                    };
+                    self.write_server(out, ctx, &mut changes);
+                }
+                None => {
+                    if self.instances.get(&key).is_some_and(|i| i.author == Author::Server)
+                        && let Some(old) = self.instances.remove(&key)
+                    {
+                        changes.touch(&old);
+                    }
+                }
+            }
+        }
+        changes
     }
 
     pub fn contacts(&self) -> &ContactList {
@@ -467,7 +550,7 @@ impl PresentityDoc {
             .to_xml();
         let mut changes = ChangeSet::default();
         for id in IDENTITY_CONTAINERS {
-            let id = ContainerId::new(id).expect("well-known id");
+            let id = cid(id);
             self.containers
                 .entry(id)
                 .or_insert_with(|| Container::new(id));

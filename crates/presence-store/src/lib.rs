@@ -36,6 +36,8 @@ pub struct Account {
     pub password_hash: String,
     pub nt_hash_sealed: Vec<u8>,
     pub created: Timestamp,
+    /// Disabled by the directory: no sign-in, no sessions.
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for Account {
@@ -46,6 +48,19 @@ impl std::fmt::Debug for Account {
             .field("created", &self.created)
             .finish_non_exhaustive()
     }
+}
+
+/// What the last directory sync saw of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The directory's stable key (objectGUID, entryUUID, DN or file key).
+    pub key: String,
+    pub uri: UserUri,
+    /// The LDAP DN, used to check the user's password with a bind.
+    pub dn: Option<String>,
+    /// Digest of the entry, to tell changed entries from unchanged ones.
+    pub fingerprint: String,
+    pub enabled: bool,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -84,6 +99,11 @@ pub trait Store: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
     /// Ends every API session of a user; returns how many.
     fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError>;
+    fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError>;
+    /// Records sync results (all or none); a row replaces any row with the same key
+    /// or the same URI.
+    fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError>;
+
     /// Deletes sessions that expired before `now`; returns how many.
     fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError>;
 }

@@ -3,7 +3,7 @@
 //! once (the `user` subcommands while the server runs); SQLite's locking and a busy
 //! timeout serialise them.
 
-use crate::{Account, Store, StoreError};
+use crate::{Account, DirectoryUser, Store, StoreError};
 use parking_lot::Mutex;
 use presence_model::document::DocRecord;
 use presence_model::{Timestamp, UserUri};
@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const DB_FILE: &str = "presenced.sqlite3";
 /// How long a writer waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -53,7 +53,7 @@ impl SqliteStore {
                  COMMIT;",
             )?;
         }
-        if version < SCHEMA_VERSION {
+        if version < 2 {
             conn.execute_batch(
                 "BEGIN;
                  CREATE TABLE IF NOT EXISTS sessions (
@@ -63,6 +63,21 @@ impl SqliteStore {
                  );
                  CREATE INDEX IF NOT EXISTS sessions_by_uri ON sessions (uri);
                  PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        }
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+                 CREATE TABLE IF NOT EXISTS directory_users (
+                     key TEXT PRIMARY KEY,
+                     uri TEXT NOT NULL UNIQUE,
+                     dn TEXT,
+                     fingerprint TEXT NOT NULL,
+                     enabled INTEGER NOT NULL
+                 );
+                 PRAGMA user_version = 3;
                  COMMIT;",
             )?;
         }
@@ -92,11 +107,12 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Accoun
             password_hash: row.get(2)?,
             nt_hash_sealed: row.get(3)?,
             created: Timestamp::from_millis(row.get(4)?),
+            disabled: row.get(5)?,
         },
     ))
 }
 
-const ACCOUNT_COLUMNS: &str = "uri, display_name, password_hash, nt_hash_sealed, created_ms";
+const ACCOUNT_COLUMNS: &str = "uri, display_name, password_hash, nt_hash_sealed, created_ms, disabled";
 
 impl Store for SqliteStore {
     fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError> {
@@ -156,14 +172,15 @@ impl Store for SqliteStore {
     fn insert_account(&self, a: &Account) -> Result<bool, StoreError> {
         let n = self.conn.lock().execute(
             &format!(
-                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             ),
             params![
                 a.uri.as_str(),
                 a.display_name,
                 a.password_hash,
                 a.nt_hash_sealed,
-                a.created.millis()
+                a.created.millis(),
+                a.disabled
             ],
         )?;
         Ok(n == 1)
@@ -171,8 +188,9 @@ impl Store for SqliteStore {
 
     fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
         let n = self.conn.lock().execute(
-            "UPDATE accounts SET display_name = ?2, password_hash = ?3, nt_hash_sealed = ?4 WHERE uri = ?1",
-            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed],
+            "UPDATE accounts SET display_name = ?2, password_hash = ?3, nt_hash_sealed = ?4, disabled = ?5
+             WHERE uri = ?1",
+            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed, a.disabled],
         )?;
         Ok(n == 1)
     }
@@ -237,7 +255,7 @@ impl Store for SqliteStore {
             .query_row(
                 &format!(
                     "SELECT {columns} FROM sessions s JOIN accounts a ON a.uri = s.uri
-                     WHERE s.token_hash = ?1 AND s.expires_ms > ?2"
+                     WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND a.disabled = 0"
                 ),
                 params![token_hash, now.millis()],
                 account_from_row,
@@ -252,6 +270,41 @@ impl Store for SqliteStore {
             .lock()
             .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
         Ok(n == 1)
+    }
+
+    fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT key, uri, dn, fingerprint, enabled FROM directory_users")?;
+        let rows = stmt.query_map([], |r| {
+            let uri: String = r.get(1)?;
+            Ok((r.get(0)?, uri, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.map(|row| {
+            let (key, uri, dn, fingerprint, enabled): (String, String, Option<String>, String, bool) = row?;
+            let uri = UserUri::parse(&uri).map_err(|e| StoreError::Corrupt {
+                uri: uri.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(DirectoryUser { key, uri, dn, fingerprint, enabled })
+        })
+        .collect()
+    }
+
+    fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut by_uri = tx.prepare_cached("DELETE FROM directory_users WHERE uri = ?1 AND key <> ?2")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO directory_users (key, uri, dn, fingerprint, enabled) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in rows {
+                by_uri.execute(params![r.uri.as_str(), r.key])?;
+                upsert.execute(params![r.key, r.uri.as_str(), r.dn, r.fingerprint, r.enabled])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError> {
@@ -285,6 +338,7 @@ mod tests {
             instances: vec![],
             subscribers: vec![],
             contacts: Default::default(),
+            disabled: false,
         }
     }
 
@@ -319,6 +373,7 @@ mod tests {
             password_hash: "h".into(),
             nt_hash_sealed: vec![1, 2, 3],
             created: Timestamp::from_millis(5),
+            disabled: false,
         };
         assert!(s.insert_account(&a).unwrap());
         assert!(!s.insert_account(&a).unwrap(), "duplicate insert refused");
