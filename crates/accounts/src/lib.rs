@@ -189,41 +189,45 @@ impl Accounts {
         Ok(AccountInfo::from(&account))
     }
 
-    /// Creates or updates the account of a directory user: no local password (it lives
-    /// in the directory), the directory's display name, enabled or not. Returns whether
-    /// the account was created. A local account with the same URI is kept, password
-    /// included, and follows the directory from then on.
-    pub fn ensure_directory_user(&self, uri: &UserUri, display_name: &str, enabled: bool) -> Result<bool, AccountError> {
-        let display_name: String = display_name.chars().take(MAX_DISPLAY_NAME_BYTES / 4).collect();
+    /// Creates or updates the accounts of directory users (URI, display name,
+    /// enabled) in one transaction: no local password for new ones (it lives in the
+    /// directory); a local account with the same URI keeps its password and follows
+    /// the directory from then on. Disabled users lose their sessions at once.
+    /// Returns how many accounts were created.
+    pub fn ensure_directory_users(
+        &self,
+        users: &[(UserUri, String, bool)],
+    ) -> Result<usize, AccountError> {
+        let trimmed: Vec<(UserUri, String, bool)> = users
+            .iter()
+            .map(|(u, n, e)| {
+                let mut name = n.clone();
+                while name.len() > MAX_DISPLAY_NAME_BYTES {
+                    name.pop();
+                }
+                (u.clone(), name, *e)
+            })
+            .collect();
+        Ok(self.store.sync_directory_accounts(&trimmed, now())?)
+    }
+
+    /// The directory DN of an enabled user (for a password check by LDAP bind).
+    pub fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, AccountError> {
         match self.store.account(uri)? {
-            Some(mut a) => {
-                if a.display_name != display_name || a.disabled == enabled {
-                    a.display_name = display_name;
-                    a.disabled = !enabled;
-                    self.store.update_account(&a)?;
-                }
-                if !enabled {
-                    self.store.delete_sessions_of(uri)?;
-                }
-                Ok(false)
-            }
-            None => {
-                let account = Account {
-                    uri: uri.clone(),
-                    display_name,
-                    password_hash: String::new(),
-                    nt_hash_sealed: Vec::new(),
-                    created: now(),
-                    disabled: !enabled,
-                };
-                Ok(self.store.insert_account(&account)?)
-            }
+            Some(a) if !a.disabled => Ok(self.store.directory_dn(uri)?),
+            _ => Ok(None),
         }
     }
 
     /// The account, disabled or not (the `disabled` flag included).
-    pub fn account_state(&self, uri: &UserUri) -> Result<Option<(AccountInfo, bool)>, AccountError> {
-        Ok(self.store.account(uri)?.map(|a| (AccountInfo::from(&a), a.disabled)))
+    pub fn account_state(
+        &self,
+        uri: &UserUri,
+    ) -> Result<Option<(AccountInfo, bool)>, AccountError> {
+        Ok(self
+            .store
+            .account(uri)?
+            .map(|a| (AccountInfo::from(&a), a.disabled)))
     }
 
     pub fn set_password(&self, uri: &UserUri, password: &str) -> Result<(), AccountError> {
@@ -479,22 +483,36 @@ mod tests {
     fn directory_users_have_no_local_password_and_can_be_disabled() {
         let (_dir, _store, accounts) = setup();
         let u = UserUri::parse("dora@example.com").unwrap();
-        assert!(accounts.ensure_directory_user(&u, "Dora", true).unwrap());
-        assert!(!accounts.ensure_directory_user(&u, "Dora E", true).unwrap());
+        let dora = |name: &str, enabled| {
+            accounts.ensure_directory_users(&[(u.clone(), name.to_string(), enabled)])
+        };
+        assert_eq!(dora("Dora", true).unwrap(), 1);
+        assert_eq!(dora("Dora E", true).unwrap(), 0);
         assert_eq!(accounts.get(&u).unwrap().unwrap().display_name, "Dora E");
         assert_eq!(accounts.verify("dora@example.com", "").unwrap(), None);
-        assert!(matches!(accounts.nt_hash(&u), Err(AccountError::NoLocalPassword(_))));
+        assert!(matches!(
+            accounts.nt_hash(&u),
+            Err(AccountError::NoLocalPassword(_))
+        ));
         let (token, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
         assert!(accounts.check_token(&token).unwrap().is_some());
-        accounts.ensure_directory_user(&u, "Dora E", false).unwrap();
-        assert_eq!(accounts.check_token(&token).unwrap(), None, "disabled: sessions end");
+        dora("Dora E", false).unwrap();
+        assert_eq!(
+            accounts.check_token(&token).unwrap(),
+            None,
+            "disabled: sessions end"
+        );
         assert!(accounts.account_state(&u).unwrap().unwrap().1);
         // A local user the directory disables cannot sign in with the local password.
         let l = UserUri::parse("lee@example.com").unwrap();
         accounts.add(&l, "Lee", "pw").unwrap();
-        accounts.ensure_directory_user(&l, "Lee", false).unwrap();
+        accounts
+            .ensure_directory_users(&[(l.clone(), "Lee".into(), false)])
+            .unwrap();
         assert_eq!(accounts.verify("lee@example.com", "pw").unwrap(), None);
-        accounts.ensure_directory_user(&l, "Lee", true).unwrap();
+        accounts
+            .ensure_directory_users(&[(l.clone(), "Lee".into(), true)])
+            .unwrap();
         assert!(accounts.verify("lee@example.com", "pw").unwrap().is_some());
     }
 

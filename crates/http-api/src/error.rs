@@ -172,6 +172,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Invalid(_) => ApiError::bad_request(msg),
             EngineError::Contacts(c) => c.into(),
+            EngineError::Disabled(_) => ApiError::new(StatusCode::FORBIDDEN, "disabled", msg),
             EngineError::Ended => ApiError::new(StatusCode::GONE, "ended", msg),
             EngineError::Store(err) => {
                 tracing::error!(error = %err, "store failure");

@@ -35,12 +35,22 @@ impl Default for ApiLimits {
     }
 }
 
+/// Where sign-in passwords are checked: the local argon2id hashes, or a bind to the
+/// LDAP directory as the user's DN (for users the directory sync knows).
+#[derive(Clone)]
+pub enum PasswordCheck {
+    Local,
+    Ldap(Arc<directory::ldap::LdapSource>),
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     /// Lifetime of API tokens.
     pub token_ttl: std::time::Duration,
+    /// Where passwords are checked.
+    pub passwords: PasswordCheck,
     pub limits: ApiLimits,
     /// Flips to true when the server shuts down; open WebSockets close.
     pub shutdown: watch::Receiver<bool>,

@@ -82,6 +82,8 @@ pub enum EngineError {
     TooLarge(String),
     #[error("the endpoint has signed out")]
     Ended,
+    #[error("{0} is disabled in the directory")]
+    Disabled(UserUri),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("store failure: {0}")]
@@ -139,6 +141,19 @@ impl Stamper for Inner {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// What the directory says about one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUpdate {
+    pub uri: UserUri,
+    pub display_name: String,
+    pub email: String,
+    /// The details card XML (title, department...), if the directory has any.
+    pub details: Option<String>,
+    /// The `userProperties` XML (lines, address), if any.
+    pub properties: Option<String>,
+    pub enabled: bool,
 }
 
 /// Everything the owner has, for `GET /v1/me` and the first self notification.
@@ -411,6 +426,94 @@ impl Engine {
         Ok(())
     }
 
+    /// Loads or creates the presentities of `users` (with identity cards from
+    /// `names`), writing every new document in one transaction.
+    fn ensure_loaded(&self, users: &[(&UserUri, &str)]) -> Result<(), EngineError> {
+        let mut fresh = Vec::new();
+        for (uri, name) in users {
+            if self.inner.presentities.read().contains_key(*uri) {
+                continue;
+            }
+            match self.inner.store.load_presentity(uri)? {
+                Some(_) => {
+                    self.presentity(uri)?;
+                }
+                None => {
+                    let ctx = self.ctx(false);
+                    let mut doc = PresentityDoc::provision((*uri).clone(), &ctx);
+                    doc.set_identity(name, uri.as_str(), &ctx);
+                    fresh.push(doc);
+                }
+            }
+        }
+        let records: Vec<_> = fresh.iter().map(PresentityDoc::to_record).collect();
+        self.inner.store.save_presentities(&records)?;
+        let mut map = self.inner.presentities.write();
+        for doc in fresh {
+            map.entry(doc.uri().clone())
+                .or_insert_with(|| Self::cell(doc));
+        }
+        Ok(())
+    }
+
+    /// Applies what the directory says about a batch of users, all or nothing: the
+    /// cards are written (unchanged ones notify nobody), and users being disabled lose
+    /// their endpoints first (their connections close). Every document is written in
+    /// one store transaction. Returns, per update, whether anything changed.
+    pub fn apply_directory(&self, updates: &[DirectoryUpdate]) -> Result<Vec<bool>, EngineError> {
+        let names: Vec<(&UserUri, &str)> = updates
+            .iter()
+            .map(|u| (&u.uri, u.display_name.as_str()))
+            .collect();
+        self.ensure_loaded(&names)?;
+        for u in updates.iter().filter(|u| !u.enabled) {
+            for ep in self.endpoints_of(&u.uri) {
+                self.end_endpoint(ep);
+            }
+        }
+        let mut cells = Vec::with_capacity(updates.len());
+        for (i, u) in updates.iter().enumerate() {
+            cells.push((i, self.presentity(&u.uri)?));
+        }
+        // Several presentity locks at once: taken in URI order, and no other code path
+        // holds two, so this cannot deadlock.
+        cells.sort_by(|a, b| updates[a.0].uri.cmp(&updates[b.0].uri));
+        cells.dedup_by(|a, b| updates[a.0].uri == updates[b.0].uri);
+        let mut guards: Vec<_> = cells.iter().map(|(i, c)| (*i, c.state.lock())).collect();
+        let mut changed = vec![false; updates.len()];
+        let mut backups = Vec::with_capacity(guards.len());
+        let mut all_changes = Vec::with_capacity(guards.len());
+        let mut records = Vec::new();
+        for (i, state) in guards.iter_mut() {
+            let u = &updates[*i];
+            backups.push(state.doc.clone());
+            let ctx = self.ctx(!state.endpoints.is_empty());
+            let mut changes = state.doc.set_directory_data(
+                &u.display_name,
+                &u.email,
+                u.details.as_deref(),
+                u.properties.as_deref(),
+                &ctx,
+            );
+            changes.merge(state.doc.set_disabled(!u.enabled, &ctx));
+            if changes.durable {
+                records.push(state.doc.to_record());
+            }
+            changed[*i] = !changes.is_empty();
+            all_changes.push(changes);
+        }
+        if let Err(e) = self.inner.store.save_presentities(&records) {
+            for ((_, state), backup) in guards.iter_mut().zip(backups) {
+                state.doc = backup;
+            }
+            return Err(e.into());
+        }
+        for ((_, state), changes) in guards.iter_mut().zip(&all_changes) {
+            fanout::fan_out(state, changes);
+        }
+        Ok(changed)
+    }
+
     /// Everything the owner has.
     pub fn own_snapshot(&self, user: &UserUri) -> Result<OwnSnapshot, EngineError> {
         let cell = self.presentity(user)?;
@@ -531,6 +634,9 @@ impl Engine {
         ttl: Option<Duration>,
     ) -> Result<Session, EngineError> {
         let cell = self.presentity(user)?;
+        if cell.state.lock().doc.is_disabled() {
+            return Err(EngineError::Disabled(user.clone()));
+        }
         let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
         let relation = self.relation_of(user);
         let subscriber = Arc::new(Subscriber::new(

@@ -248,10 +248,15 @@ impl PresentityDoc {
             ..Default::default()
         };
         for i in self.instances.values() {
-            changes.categories.insert((i.key.container, i.key.category.clone()));
+            changes
+                .categories
+                .insert((i.key.container, i.key.category.clone()));
         }
         if disabled {
-            self.remove_where(|i| i.expiry == Expiry::User && i.author == Author::Client, &mut changes);
+            self.remove_where(
+                |i| i.expiry == Expiry::User && i.author == Author::Client,
+                &mut changes,
+            );
             self.reaggregate(ctx, &mut changes);
         }
         changes
@@ -273,12 +278,22 @@ impl PresentityDoc {
         let mut changes = self.set_identity(display_name, email, ctx);
         let cards = DETAILS_CONTAINERS
             .iter()
-            .map(|c| (InstanceKey::new("contactCard", DETAILS_CARD_INSTANCE, cid(*c)), details))
-            .chain([(InstanceKey::new("userProperties", 0, ContainerId::SELF), properties)]);
+            .map(|c| {
+                (
+                    InstanceKey::new("contactCard", DETAILS_CARD_INSTANCE, cid(*c)),
+                    details,
+                )
+            })
+            .chain([(
+                InstanceKey::new("userProperties", 0, ContainerId::SELF),
+                properties,
+            )]);
         for (key, value) in cards.collect::<Vec<_>>() {
             match value {
                 Some(v) => {
-                    self.containers.entry(key.container).or_insert_with(|| Container::new(key.container));
+                    self.containers
+                        .entry(key.container)
+                        .or_insert_with(|| Container::new(key.container));
                     let out = AggregateOutput {
                         key,
                         expiry: Expiry::Static,
@@ -287,7 +302,10 @@ impl PresentityDoc {
                     self.write_server(out, ctx, &mut changes);
                 }
                 None => {
-                    if self.instances.get(&key).is_some_and(|i| i.author == Author::Server)
+                    if self
+                        .instances
+                        .get(&key)
+                        .is_some_and(|i| i.author == Author::Server)
                         && let Some(old) = self.instances.remove(&key)
                     {
                         changes.touch(&old);

@@ -99,7 +99,19 @@ pub trait Store: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
     /// Ends every API session of a user; returns how many.
     fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError>;
+    /// Creates or updates the accounts of directory users (URI, display name,
+    /// enabled) in one transaction. New accounts get no local password; existing ones
+    /// keep theirs. Disabled users lose their API sessions. Returns how many accounts
+    /// were created.
+    fn sync_directory_accounts(
+        &self,
+        users: &[(UserUri, String, bool)],
+        now: Timestamp,
+    ) -> Result<usize, StoreError>;
+
     fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError>;
+    /// The LDAP DN the last sync saw for a user.
+    fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError>;
     /// Records sync results (all or none); a row replaces any row with the same key
     /// or the same URI.
     fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError>;

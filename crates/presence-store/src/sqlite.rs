@@ -112,7 +112,8 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Accoun
     ))
 }
 
-const ACCOUNT_COLUMNS: &str = "uri, display_name, password_hash, nt_hash_sealed, created_ms, disabled";
+const ACCOUNT_COLUMNS: &str =
+    "uri, display_name, password_hash, nt_hash_sealed, created_ms, disabled";
 
 impl Store for SqliteStore {
     fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError> {
@@ -272,35 +273,98 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    fn sync_directory_accounts(
+        &self,
+        users: &[(UserUri, String, bool)],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut created = 0;
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, '', x'', ?3, ?4)"
+            ))?;
+            let mut update = tx.prepare_cached(
+                "UPDATE accounts SET display_name = ?2, disabled = ?3 WHERE uri = ?1",
+            )?;
+            let mut end_sessions = tx.prepare_cached("DELETE FROM sessions WHERE uri = ?1")?;
+            for (uri, name, enabled) in users {
+                let n = insert.execute(params![uri.as_str(), name, now.millis(), !enabled])?;
+                if n == 0 {
+                    update.execute(params![uri.as_str(), name, !enabled])?;
+                }
+                created += n;
+                if !enabled {
+                    end_sessions.execute([uri.as_str()])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(created)
+    }
+
     fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT key, uri, dn, fingerprint, enabled FROM directory_users")?;
+        let mut stmt =
+            conn.prepare("SELECT key, uri, dn, fingerprint, enabled FROM directory_users")?;
         let rows = stmt.query_map([], |r| {
             let uri: String = r.get(1)?;
             Ok((r.get(0)?, uri, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
         rows.map(|row| {
-            let (key, uri, dn, fingerprint, enabled): (String, String, Option<String>, String, bool) = row?;
+            let (key, uri, dn, fingerprint, enabled): (
+                String,
+                String,
+                Option<String>,
+                String,
+                bool,
+            ) = row?;
             let uri = UserUri::parse(&uri).map_err(|e| StoreError::Corrupt {
                 uri: uri.clone(),
                 reason: e.to_string(),
             })?;
-            Ok(DirectoryUser { key, uri, dn, fingerprint, enabled })
+            Ok(DirectoryUser {
+                key,
+                uri,
+                dn,
+                fingerprint,
+                enabled,
+            })
         })
         .collect()
+    }
+
+    fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock();
+        let dn: Option<Option<String>> = conn
+            .query_row(
+                "SELECT dn FROM directory_users WHERE uri = ?1",
+                [uri.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(dn.flatten())
     }
 
     fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         {
-            let mut by_uri = tx.prepare_cached("DELETE FROM directory_users WHERE uri = ?1 AND key <> ?2")?;
+            let mut by_uri =
+                tx.prepare_cached("DELETE FROM directory_users WHERE uri = ?1 AND key <> ?2")?;
             let mut upsert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO directory_users (key, uri, dn, fingerprint, enabled) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for r in rows {
                 by_uri.execute(params![r.uri.as_str(), r.key])?;
-                upsert.execute(params![r.key, r.uri.as_str(), r.dn, r.fingerprint, r.enabled])?;
+                upsert.execute(params![
+                    r.key,
+                    r.uri.as_str(),
+                    r.dn,
+                    r.fingerprint,
+                    r.enabled
+                ])?;
             }
         }
         tx.commit()?;
@@ -433,6 +497,32 @@ mod tests {
         assert!(
             !format!("{a:?}").contains("password_hash"),
             "no secrets in Debug"
+        );
+    }
+
+    #[test]
+    fn directory_rows_replace_by_key_and_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let row = |key: &str, u: &str, fp: &str| DirectoryUser {
+            key: key.into(),
+            uri: uri(u),
+            dn: Some(format!("cn={key}")),
+            fingerprint: fp.into(),
+            enabled: true,
+        };
+        s.save_directory_users(&[row("k1", "a@x.com", "1"), row("k2", "b@x.com", "1")])
+            .unwrap();
+        s.save_directory_users(&[row("k1", "a@x.com", "2")])
+            .unwrap();
+        // A new key for an existing URI (the entry was recreated) replaces the old row.
+        s.save_directory_users(&[row("k3", "b@x.com", "1")])
+            .unwrap();
+        let mut rows = s.directory_users().unwrap();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(
+            rows,
+            vec![row("k1", "a@x.com", "2"), row("k3", "b@x.com", "1")]
         );
     }
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub federation: FederationConfig,
+    /// Users from LDAP / Active Directory or a file; absent: local accounts only.
+    pub directory: Option<directory::DirectoryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +46,18 @@ pub struct LimitsConfig {
 pub struct AuthConfig {
     /// Lifetime of an API bearer token, in seconds.
     pub token_ttl_secs: u64,
+    /// Where sign-in passwords are checked.
+    pub password_source: PasswordSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordSource {
+    /// The local argon2id hashes (`presenced user add/passwd`).
+    #[default]
+    Local,
+    /// A bind to the LDAP directory as the user.
+    Ldap,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +96,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             token_ttl_secs: 12 * 3600,
+            password_source: PasswordSource::Local,
         }
     }
 }
@@ -127,6 +142,18 @@ impl Config {
             self.auth.token_ttl_secs > 0,
             "auth.token_ttl_secs must be positive"
         );
+        if self.auth.password_source == PasswordSource::Ldap {
+            anyhow::ensure!(
+                self.directory.as_ref().is_some_and(|d| d.ldap.is_some()),
+                "auth.password_source = \"ldap\" needs a [directory.ldap] table"
+            );
+        }
+        if let Some(d) = &self.directory {
+            anyhow::ensure!(
+                d.sync_interval > 0,
+                "directory.sync_interval must be positive"
+            );
+        }
         Ok(())
     }
 
@@ -167,6 +194,26 @@ mod tests {
         assert_eq!(c.server.http.port(), 0);
         assert_eq!(c.server.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.engine_config().federated_domains, vec!["fabrikam.com"]);
+    }
+
+    #[test]
+    fn directory_tables() {
+        let c = Config::parse(
+            "[auth]\npassword_source = \"ldap\"\n[directory]\nsource = \"ldap\"\nsync_interval = 60\n\
+             [directory.ldap]\nurl = \"ldap://127.0.0.1:3890\"\nbase_dn = \"dc=example,dc=com\"\n\
+             [directory.ldap.attributes]\ntitle = \"jobTitle\"\n",
+        )
+        .unwrap();
+        let d = c.directory.unwrap();
+        let l = d.ldap.unwrap();
+        assert_eq!(l.filter, "(msRTCSIP-UserEnabled=TRUE)");
+        assert_eq!(l.attributes.title, "jobTitle");
+        assert_eq!(l.attributes.display_name, "displayName");
+        let err = Config::parse("[directory]\nsource = \"ldap\"\n[directory.ldap]\nurl = \"x\"\nbase_dn = \"y\"\nfliter = \"z\"\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("fliter"), "{err:#}");
+        let err = Config::parse("[auth]\npassword_source = \"ldap\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("directory.ldap"));
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod directory_sync;
 pub mod server;
 pub mod users;

@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use presenced::bench::{FanoutArgs, run_fanout};
 use presenced::config::Config;
@@ -28,6 +28,25 @@ enum Command {
     /// Benchmarks of the real engine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Users from a directory file or LDAP (one-shot; a server with [directory]
+    /// configured syncs by itself).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Import users from a TOML, JSON or LDIF file.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Sync users from the directory configured in --config.
+    Sync {
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Args)]
@@ -161,6 +180,38 @@ async fn main() -> Result<()> {
                 UserCommand::Remove { user, dir } => users::remove(&dir.resolve()?, &user),
             })
             .await?
+        }
+        Command::Directory(cmd) => {
+            let dir = match &cmd {
+                DirectoryCommand::Import { dir, .. } | DirectoryCommand::Sync { dir } => dir,
+            };
+            let mut config = Config::load(dir.config.as_deref())?;
+            config.server.data_dir = dir.resolve()?;
+            let source = match &cmd {
+                DirectoryCommand::Import { file, .. } => {
+                    let attributes = config
+                        .directory
+                        .as_ref()
+                        .map(|d| d.attributes())
+                        .unwrap_or_default();
+                    directory::Source::File(directory::file::FileSource::new(
+                        file.clone(),
+                        attributes,
+                    ))
+                }
+                DirectoryCommand::Sync { .. } => {
+                    let d = config.directory.as_ref().context(
+                        "the configuration has no [directory] table (pass --config FILE)",
+                    )?;
+                    directory::Source::from_config(d)?
+                }
+            };
+            let summary = presenced::directory_sync::one_shot(&config, source).await?;
+            for e in &summary.errors {
+                eprintln!("error: {e}");
+            }
+            println!("{summary}");
+            Ok(())
         }
         Command::Bench(BenchCommand::Fanout {
             presentities,

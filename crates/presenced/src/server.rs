@@ -2,10 +2,12 @@
 //! the ready line and shuts down gracefully on SIGTERM or Ctrl-C.
 
 use crate::config::Config;
+use crate::config::PasswordSource;
 use crate::demo;
+use crate::directory_sync::{self, SyncTarget};
 use accounts::Accounts;
 use anyhow::{Context, Result};
-use http_api::AppState;
+use http_api::{AppState, PasswordCheck};
 use presence_engine::{Engine, EngineError};
 use presence_model::BuiltinAggregator;
 use presence_store::{SqliteStore, Store};
@@ -18,6 +20,30 @@ use tokio::sync::watch;
 pub struct Services {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Name of the lock file a server (or a one-shot directory sync) holds in the data
+/// directory, so two processes never run engines on the same data.
+pub const LOCK_FILE: &str = "presenced.lock";
+
+/// Takes the data directory's lock; fails at once if another process holds it.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another presenced process (a running server?) is using {}",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+    }
 }
 
 pub fn open_accounts(data_dir: &Path) -> Result<(Arc<SqliteStore>, Arc<Accounts>)> {
@@ -35,10 +61,40 @@ pub fn open(config: &Config) -> Result<Services> {
     if orphans > 0 {
         tracing::info!(orphans, "removed presence data of deleted users");
     }
-    let engine = Engine::new(store, Arc::new(BuiltinAggregator), config.engine_config())
-        .map_err(|e: EngineError| anyhow::anyhow!(e))
-        .context("loading presence data")?;
-    Ok(Services { engine, accounts })
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(BuiltinAggregator),
+        config.engine_config(),
+    )
+    .map_err(|e: EngineError| anyhow::anyhow!(e))
+    .context("loading presence data")?;
+    Ok(Services {
+        engine,
+        accounts,
+        store,
+    })
+}
+
+/// Syncs the directory now and then every `interval`. A failed sync (directory
+/// unreachable, bad credentials) changes nothing and is tried again at the next tick.
+async fn periodic_sync(target: SyncTarget, source: directory::Source, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match directory_sync::run(&target, &source, false).await {
+            Ok(summary) => {
+                for e in &summary.errors {
+                    tracing::warn!(error = %e, "directory entry skipped");
+                }
+                tracing::info!(%summary, "directory sync");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "directory sync failed; nothing changed, will retry"
+            ),
+        }
+    }
 }
 
 /// How often expired API sessions are deleted from the store.
@@ -79,7 +135,35 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
             "--demo seeds users with a known password and only listens on loopback addresses"
         );
     }
+    let _lock = lock_data_dir(&config.server.data_dir)?;
     let services = open(&config)?;
+    let passwords = match config.auth.password_source {
+        PasswordSource::Local => PasswordCheck::Local,
+        PasswordSource::Ldap => {
+            let ldap = config
+                .directory
+                .as_ref()
+                .and_then(|d| d.ldap.clone())
+                .context("no [directory.ldap]")?;
+            PasswordCheck::Ldap(Arc::new(directory::ldap::LdapSource::new(ldap)?))
+        }
+    };
+    let directory_task = match &config.directory {
+        Some(d) => {
+            let source = directory::Source::from_config(d)?;
+            let target = SyncTarget {
+                engine: services.engine.clone(),
+                accounts: services.accounts.clone(),
+                store: services.store.clone(),
+            };
+            Some(tokio::spawn(periodic_sync(
+                target,
+                source,
+                Duration::from_secs(d.sync_interval),
+            )))
+        }
+        None => None,
+    };
     if demo_mode {
         let (engine, accounts) = (services.engine.clone(), services.accounts.clone());
         tokio::task::spawn_blocking(move || demo::seed(&engine, &accounts)).await??;
@@ -91,6 +175,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         engine: services.engine.clone(),
         accounts: services.accounts.clone(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+        passwords,
         limits: config.api_limits(),
         shutdown: shutdown_rx,
     };
@@ -119,5 +204,8 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
     }
     timers.abort();
     pruner.abort();
+    if let Some(t) = directory_task {
+        t.abort();
+    }
     Ok(())
 }

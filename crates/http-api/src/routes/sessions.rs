@@ -1,12 +1,14 @@
 //! `POST /v1/sessions` (sign in) and `DELETE /v1/sessions` (sign out).
 
 use super::{ApiJson, blocking};
-use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
+use crate::{AppState, PasswordCheck};
+use accounts::AccountInfo;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use presence_model::UserUri;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,7 +24,12 @@ pub async fn create(
     ApiJson(creds): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let accounts = state.accounts.clone();
-    let verified = blocking(move || Ok(accounts.verify(&creds.user, &creds.password)?)).await?;
+    let verified = match &state.passwords {
+        PasswordCheck::Local => {
+            blocking(move || Ok(accounts.verify(&creds.user, &creds.password)?)).await?
+        }
+        PasswordCheck::Ldap(ldap) => ldap_verify(&state, ldap, &creds).await?,
+    };
     let Some(account) = verified else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -38,6 +45,41 @@ pub async fn create(
         Json(json!({"token": token, "expires_at": expires_at.to_rfc3339()})),
     ))
 }
+
+/// Checks a password by binding to the directory as the user. Users the sync does
+/// not know are refused after a bind attempt of the same cost.
+async fn ldap_verify(
+    state: &AppState,
+    ldap: &directory::ldap::LdapSource,
+    creds: &Credentials,
+) -> Result<Option<AccountInfo>, ApiError> {
+    let uri = UserUri::parse(&creds.user).ok();
+    let (accounts, lookup) = (state.accounts.clone(), uri.clone());
+    let found = blocking(move || {
+        let Some(uri) = lookup else { return Ok(None) };
+        let dn = accounts.directory_dn(&uri)?;
+        let info = accounts.get(&uri)?;
+        Ok(dn.zip(info))
+    })
+    .await?;
+    let dn = found.as_ref().map_or(UNKNOWN_DN, |(dn, _)| dn.as_str());
+    let ok = ldap
+        .verify_password(dn, &creds.password)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "directory unavailable for sign-in");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "directory_unavailable",
+                "the directory cannot check passwords right now",
+            )
+        })?;
+    Ok(found.filter(|_| ok).map(|(_, info)| info))
+}
+
+/// A DN no directory holds, bound to when the user is unknown so the answer takes
+/// as long as for a wrong password.
+const UNKNOWN_DN: &str = "cn=presenced-unknown-user";
 
 pub async fn delete(State(state): State<AppState>, auth: AuthUser) -> Result<StatusCode, ApiError> {
     let accounts = state.accounts.clone();
