@@ -112,3 +112,40 @@ fn config_file_unknown_key_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let (_dir, mut server, token, _) = alice_and_bob().await;
+    let mut ws = server.ws(&token).await;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Open WebSockets are closed by the server, and the process exits cleanly.
+    let closed = tokio::time::timeout(WAIT, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = ws.stream.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket was not closed");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presenced did not exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -73,6 +73,32 @@ fn bad_credentials_and_an_unreachable_directory_change_nothing() {
     assert!(out.contains("unchanged 3"), "{out}");
 }
 
+#[test]
+fn starttls_and_ldaps_verify_the_server_certificate() {
+    let slapd = Slapd::start_tls(&seed(2, &[]));
+    let ca = slapd.ca_file();
+    let trust = format!("tls_ca_file = \"{}\"", ca.display());
+    for (url, extra) in [
+        (slapd.url(), format!("starttls = true\n{trust}")),
+        (slapd.ldaps_url(), trust.clone()),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let config = slapd.config_for(&url, "", READER_PW, &extra);
+        let (ok, out, err) = sync(&config, data.path());
+        assert!(ok && out.contains("added 2"), "{url}: {out}{err}");
+    }
+    // Without the test CA the certificate is not trusted: a clear error, no import.
+    let data = tempfile::tempdir().unwrap();
+    let config = slapd.config_for(&slapd.ldaps_url(), "", READER_PW, "");
+    let (ok, _, err) = sync(&config, data.path());
+    assert!(!ok, "an untrusted certificate must be refused");
+    assert!(
+        err.contains("unreachable") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(run(&["user", "list"], data.path(), None).1, "");
+}
+
 #[tokio::test]
 async fn changes_reach_exactly_the_watchers_who_may_see_them_and_disabling_ends_sessions() {
     let slapd = Slapd::start(&seed(

@@ -18,7 +18,95 @@ const SCHEMA: &str = include_str!("../fixtures/ocs.schema");
 pub struct Slapd {
     child: Option<Child>,
     pub port: u16,
+    /// The LDAPS port, when started with TLS.
+    pub tls_port: Option<u16>,
     pub dir: tempfile::TempDir,
+}
+
+/// Makes a test CA and a server certificate for 127.0.0.1 with openssl; returns the
+/// slapd TLS directives.
+fn make_certificates(d: &std::path::Path) -> String {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Presenced Test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    format!(
+        "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n",
+        d = d.display()
+    )
 }
 
 fn free_port() -> u16 {
@@ -59,8 +147,34 @@ pub fn seed(n: usize, named: &[(&str, &str, &str)]) -> String {
 
 impl Slapd {
     pub fn start(seed_ldif: &str) -> Slapd {
+        Self::start_with(seed_ldif, false)
+    }
+
+    /// Also listens for LDAPS and accepts StartTLS, with a certificate from a test CA
+    /// (`ca_file()`).
+    pub fn start_tls(seed_ldif: &str) -> Slapd {
+        Self::start_with(seed_ldif, true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn ldaps_url(&self) -> String {
+        format!(
+            "ldaps://127.0.0.1:{}",
+            self.tls_port.expect("started with TLS")
+        )
+    }
+
+    fn start_with(seed_ldif: &str, tls: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        let tls_conf = if tls {
+            make_certificates(d)
+        } else {
+            String::new()
+        };
         std::fs::create_dir(d.join("db")).unwrap();
         std::fs::write(d.join("ocs.schema"), SCHEMA).unwrap();
         let conf = format!(
@@ -68,6 +182,7 @@ impl Slapd {
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
              include {schema}\n\
+             {tls_conf}\
              pidfile {pid}\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
@@ -108,6 +223,7 @@ impl Slapd {
         let mut s = Slapd {
             child: None,
             port: free_port(),
+            tls_port: tls.then(free_port),
             dir,
         };
         s.run();
@@ -115,11 +231,15 @@ impl Slapd {
     }
 
     fn run(&mut self) {
+        let mut listen = format!("ldap://127.0.0.1:{}/", self.port);
+        if let Some(p) = self.tls_port {
+            listen.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
         let child = Command::new("/usr/sbin/slapd")
             .arg("-f")
             .arg(self.dir.path().join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(listen)
             .args(["-d", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -169,14 +289,18 @@ impl Slapd {
 
     /// A presenced configuration file syncing from this server.
     pub fn config(&self, extra: &str, bind_pw: &str) -> PathBuf {
+        self.config_for(&self.url(), extra, bind_pw, "")
+    }
+
+    /// A configuration for `url` with extra `[directory.ldap]` lines.
+    pub fn config_for(&self, url: &str, extra: &str, bind_pw: &str, ldap_extra: &str) -> PathBuf {
         let path = self.dir.path().join("presenced.toml");
         std::fs::write(
             &path,
             format!(
                 "{extra}\n[directory]\nsource = \"ldap\"\nsync_interval = 1\n\n[directory.ldap]\n\
                  url = \"{url}\"\nbind_dn = \"{READER_DN}\"\nbind_password = \"{bind_pw}\"\n\
-                 base_dn = \"ou=people,{BASE_DN}\"\npage_size = 200\ntimeout_secs = 5\n",
-                url = self.url()
+                 base_dn = \"ou=people,{BASE_DN}\"\npage_size = 200\ntimeout_secs = 5\n{ldap_extra}\n"
             ),
         )
         .unwrap();
