@@ -42,7 +42,7 @@ async function freePort() {
 }
 
 async function startServer() {
-  const proc = spawn(BIN, ["serve", "--http", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+  const proc = spawn(BIN, ["serve", "--http", `127.0.0.1:${port}`, "--sip", "off", "--data-dir", dataDir], {
     env: { ...process.env, PRESENCED_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });

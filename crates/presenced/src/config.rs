@@ -8,6 +8,33 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./presenced-data";
+pub const DEFAULT_SIP: &str = "127.0.0.1:5060";
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    On(SocketAddr),
+    Off,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::On)
+            .map_err(|e| format!("{s:?}: {e} (an IP:PORT or \"off\")"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +52,10 @@ pub struct Config {
 pub struct ServerConfig {
     /// HTTP listen address (port 0 picks a free port).
     pub http: SocketAddr,
+    /// SIP over TCP listen address; `"off"` disables SIP.
+    pub sip: Listen,
+    /// Accept SIP REGISTER without authentication (tests and closed labs only).
+    pub sip_allow_unauthenticated: bool,
     pub data_dir: PathBuf,
     /// Seconds open connections get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
@@ -71,6 +102,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             http: DEFAULT_HTTP.parse().expect("valid default"),
+            sip: Listen::On(DEFAULT_SIP.parse().expect("valid default")),
+            sip_allow_unauthenticated: false,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             shutdown_grace_secs: 10,
         }

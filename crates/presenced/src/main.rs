@@ -63,6 +63,12 @@ struct ServeArgs {
     /// Seed demo users alice, bob and carol @example.com (password "demo"); loopback only.
     #[arg(long)]
     demo: bool,
+    /// SIP over TCP listen address [default: 127.0.0.1:5060], or "off".
+    #[arg(long)]
+    sip: Option<presenced::config::Listen>,
+    /// Accept SIP REGISTER without authentication (tests and closed labs only).
+    #[arg(long)]
+    sip_allow_unauthenticated: bool,
 }
 
 #[derive(Args)]
@@ -156,6 +162,10 @@ async fn main() -> Result<()> {
             if let Some(h) = a.http {
                 config.server.http = h;
             }
+            if let Some(s) = a.sip {
+                config.server.sip = s;
+            }
+            config.server.sip_allow_unauthenticated |= a.sip_allow_unauthenticated;
             server::serve(config, a.demo).await
         }
         Command::User(u) => {

@@ -2,7 +2,7 @@
 //! the ready line and shuts down gracefully on SIGTERM or Ctrl-C.
 
 use crate::config::Config;
-use crate::config::PasswordSource;
+use crate::config::{Listen, PasswordSource};
 use crate::demo;
 use crate::directory_sync::{self, SyncTarget};
 use accounts::Accounts;
@@ -177,14 +177,42 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
         passwords,
         limits: config.api_limits(),
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.server.http)
         .await
         .with_context(|| format!("binding HTTP to {}", config.server.http))?;
     let http_addr = listener.local_addr()?;
+    let mut ready = format!("presenced ready http={http_addr}");
+    let sip_task = match config.server.sip {
+        Listen::On(addr) => {
+            let sip = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP to {addr}"))?;
+            ready.push_str(&format!(" sip={}", sip.local_addr()?));
+            if config.server.sip_allow_unauthenticated {
+                tracing::warn!(
+                    "SIP accepts REGISTER without authentication (--sip-allow-unauthenticated)"
+                );
+            }
+            let ctx = sip_server::SipContext {
+                engine: services.engine.clone(),
+                accounts: services.accounts.clone(),
+                config: Arc::new(sip_server::SipConfig {
+                    allow_unauthenticated: config.server.sip_allow_unauthenticated,
+                    ..Default::default()
+                }),
+            };
+            Some(tokio::spawn(sip_server::serve(
+                sip,
+                ctx,
+                shutdown_rx.clone(),
+            )))
+        }
+        Listen::Off => None,
+    };
     tracing::info!(%http_addr, data_dir = %config.server.data_dir.display(), "presenced listening");
-    println!("presenced ready http={http_addr}");
+    println!("{ready}");
 
     let app = http_api::router(state);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -204,6 +232,9 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
     }
     timers.abort();
     pruner.abort();
+    if let Some(t) = sip_task {
+        t.abort();
+    }
     if let Some(t) = directory_task {
         t.abort();
     }

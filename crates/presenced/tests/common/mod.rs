@@ -21,6 +21,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub addr: String,
+    /// The SIP address, when started with `--sip`.
+    pub sip: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -30,9 +32,16 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        // SIP is off unless a test asks for it (its default port would collide).
+        let sip_off: &[&str] = if extra.contains(&"--sip") {
+            &[]
+        } else {
+            &["--sip", "off"]
+        };
         let mut child = Command::new(BIN)
             .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(sip_off)
             .args(extra)
             .env("PRESENCED_LOG", "warn")
             .stdout(Stdio::piped())
@@ -48,17 +57,20 @@ impl Server {
             }
         });
         let line = rx.recv_timeout(WAIT).expect("ready line");
-        let addr = line
-            .strip_prefix("presenced ready http=")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
+        let rest = line
+            .strip_prefix("presenced ready ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let field = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .map(str::to_string)
+        };
+        let addr = field("http=").expect("http address");
         Server {
             child,
             base: format!("http://{addr}"),
             addr,
+            sip: field("sip="),
             data_dir: data_dir.to_path_buf(),
         }
     }

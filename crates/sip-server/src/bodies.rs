@@ -1,0 +1,437 @@
+//! MS-PRES bodies: what clients send (publish, setContainerMembers, setSubscribers,
+//! batchSub, SOAP contact methods) and what the server sends (roamingData,
+//! categories, contactList, the 409 fault).
+
+use presence_engine::CategoryView;
+use presence_model::contacts::ContactList;
+use presence_model::membership::ContainerUpdate;
+use presence_model::publication::Conflict;
+use presence_model::xml::{self, Element, escape};
+use presence_model::{
+    CategoryInstance, Container, ContainerId, ExpireType, Member, Publication, SubscriberEntry,
+    UserUri,
+};
+use std::fmt::Write;
+
+pub const ROAMING_SELF_NS: &str = "http://schemas.microsoft.com/2006/09/sip/roaming-self";
+pub const CATEGORIES_NS: &str = "http://schemas.microsoft.com/2006/09/sip/categories";
+pub const CONTAINERS_NS: &str = "http://schemas.microsoft.com/2006/09/sip/container-management";
+pub const SUBSCRIBERS_NS: &str = "http://schemas.microsoft.com/2006/09/sip/presence-subscribers";
+
+/// A body that cannot be used, with the reason for the 400.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadBody(pub String);
+
+fn bad(msg: impl Into<String>) -> BadBody {
+    BadBody(msg.into())
+}
+
+fn root(body: &[u8]) -> Result<Element, BadBody> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
+    xml::parse(text).map_err(|e| bad(e.to_string()))
+}
+
+fn num<T: std::str::FromStr>(el: &Element, attr: &str) -> Result<T, BadBody> {
+    el.attr(attr)
+        .ok_or_else(|| bad(format!("<{}> lacks {attr}", el.name)))?
+        .parse()
+        .map_err(|_| bad(format!("<{}>: {attr} is not a number", el.name)))
+}
+
+/// The publications of a `<publish>` body, for the publishing user.
+pub fn parse_publish(body: &[u8], user: &UserUri) -> Result<Vec<Publication>, BadBody> {
+    let publish = root(body)?;
+    let pubs = publish
+        .child("publications")
+        .ok_or_else(|| bad("no <publications>"))?;
+    if let Some(uri) = pubs.attr("uri")
+        && UserUri::parse(uri).ok().as_ref() != Some(user)
+    {
+        return Err(bad("publications/@uri is not the registered user"));
+    }
+    pubs.elements()
+        .filter(|e| e.name == "publication")
+        .map(|p| {
+            let expire_type = p.attr("expireType").unwrap_or("endpoint");
+            let container: u64 = num(p, "container")?;
+            Ok(Publication {
+                category: p
+                    .attr("categoryName")
+                    .ok_or_else(|| bad("publication lacks categoryName"))?
+                    .to_string(),
+                instance: num(p, "instance")?,
+                container: ContainerId::new(container).map_err(|e| bad(e.to_string()))?,
+                version: num(p, "version")?,
+                expire_type: ExpireType::parse(expire_type)
+                    .ok_or_else(|| bad(format!("unknown expireType {expire_type:?}")))?,
+                expires: p.attr("expires").map(|_| num(p, "expires")).transpose()?,
+                value: p.elements().next().map(Element::to_xml),
+            })
+        })
+        .collect()
+}
+
+/// The container changes of a `<setContainerMembers>` body.
+pub fn parse_set_container_members(body: &[u8]) -> Result<Vec<ContainerUpdate>, BadBody> {
+    let root = root(body)?;
+    root.elements()
+        .filter(|e| e.name == "container")
+        .map(|c| {
+            let id: u64 = num(c, "id")?;
+            let mut update = ContainerUpdate {
+                id: ContainerId::new(id).map_err(|e| bad(e.to_string()))?,
+                version: num(c, "version")?,
+                add: Vec::new(),
+                remove: Vec::new(),
+            };
+            for m in c.elements().filter(|e| e.name == "member") {
+                let member = Member::from_parts(m.attr("type").unwrap_or(""), m.attr("value"))
+                    .map_err(|e| bad(e.to_string()))?;
+                match m.attr("action") {
+                    Some("add") => update.add.push(member),
+                    Some("remove") => update.remove.push(member),
+                    other => return Err(bad(format!("member action {other:?}"))),
+                }
+            }
+            Ok(update)
+        })
+        .collect()
+}
+
+/// The users a `<setSubscribers>` body acknowledges.
+pub fn parse_set_subscribers(body: &[u8]) -> Result<Vec<UserUri>, BadBody> {
+    let root = root(body)?;
+    root.elements()
+        .filter(|e| e.name == "subscriber" && e.attr("acknowledged") == Some("true"))
+        .map(|s| UserUri::parse(s.attr("user").unwrap_or("")).map_err(|e| bad(e.to_string())))
+        .collect()
+}
+
+/// One resource of a batched presence subscription.
+pub struct Resource {
+    pub uri: UserUri,
+    /// Subscribed with a context: the watcher goes into the target's subscriber list.
+    pub context: bool,
+}
+
+/// The resources and categories of a `<batchSub>` body.
+pub fn parse_batch_sub(body: &[u8]) -> Result<(Vec<Resource>, Vec<String>), BadBody> {
+    let root = root(body)?;
+    let action = root.child("action").ok_or_else(|| bad("no <action>"))?;
+    let list = action
+        .child("adhocList")
+        .ok_or_else(|| bad("no <adhocList>"))?;
+    let resources = list
+        .elements()
+        .filter(|e| e.name == "resource")
+        .map(|r| {
+            Ok(Resource {
+                uri: UserUri::parse(r.attr("uri").unwrap_or("")).map_err(|e| bad(e.to_string()))?,
+                context: r.child("context").is_some(),
+            })
+        })
+        .collect::<Result<_, BadBody>>()?;
+    let categories = action
+        .child("categoryList")
+        .map(|l| {
+            l.elements()
+                .filter_map(|c| c.attr("name").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((resources, categories))
+}
+
+/// A SOAP contact-list request (MS-SIP 3.7).
+#[derive(Debug)]
+pub enum SoapRequest {
+    SetContact {
+        uri: UserUri,
+        name: String,
+        groups: Vec<u32>,
+        subscribed: bool,
+    },
+    DeleteContact {
+        uri: UserUri,
+    },
+    AddGroup {
+        name: String,
+    },
+    ModifyGroup {
+        id: u32,
+        name: String,
+    },
+    DeleteGroup {
+        id: u32,
+    },
+}
+
+pub fn parse_soap(body: &[u8]) -> Result<SoapRequest, BadBody> {
+    let envelope = root(body)?;
+    let method = envelope
+        .child("Body")
+        .and_then(|b| b.elements().next())
+        .ok_or_else(|| bad("no SOAP body"))?;
+    let field = |name: &str| method.child(name).map(Element::text).unwrap_or_default();
+    let uri = || UserUri::parse(&field("URI")).map_err(|e| bad(e.to_string()));
+    let id = || {
+        field("groupID")
+            .parse::<u32>()
+            .map_err(|_| bad("groupID is not a number"))
+    };
+    Ok(match method.name.as_str() {
+        "setContact" => SoapRequest::SetContact {
+            uri: uri()?,
+            name: field("displayName"),
+            groups: field("groups")
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect(),
+            subscribed: field("subscribed") != "false",
+        },
+        "deleteContact" => SoapRequest::DeleteContact { uri: uri()? },
+        "addGroup" => SoapRequest::AddGroup {
+            name: field("name"),
+        },
+        "modifyGroup" => SoapRequest::ModifyGroup {
+            id: id()?,
+            name: field("name"),
+        },
+        "deleteGroup" => SoapRequest::DeleteGroup { id: id()? },
+        other => return Err(bad(format!("unsupported SOAP method {other}"))),
+    })
+}
+
+/// The 200 body of addGroup: the new group's id.
+pub fn soap_add_group_result(id: u32) -> String {
+    format!(
+        "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\"><SOAP-ENV:Body>\
+         <m:addGroup xmlns:m=\"http://schemas.microsoft.com/winrtc/2002/11/sip\"><m:groupID>{id}</m:groupID></m:addGroup>\
+         </SOAP-ENV:Body></SOAP-ENV:Envelope>"
+    )
+}
+
+fn category(out: &mut String, i: &CategoryInstance, owner: bool) {
+    let _ = write!(
+        out,
+        "<category name=\"{}\" instance=\"{}\" publishTime=\"{}\"",
+        escape(&i.key.category),
+        i.key.instance,
+        i.publish_time.to_ms_pres()
+    );
+    if owner {
+        let _ = write!(
+            out,
+            " container=\"{}\" version=\"{}\" expireType=\"{}\"",
+            i.key.container.get(),
+            i.version,
+            i.expiry.expire_type().as_str()
+        );
+        if let presence_model::Expiry::Time { secs, .. } = i.expiry {
+            let _ = write!(out, " expires=\"{secs}\"");
+        }
+    }
+    out.push('>');
+    out.push_str(&i.value);
+    out.push_str("</category>");
+}
+
+/// A `<categories>` document of one presentity: the instances of each view, and an
+/// empty `<category name=.../>` for a view with none (MS-PRES: nothing visible).
+pub fn categories(uri: &UserUri, views: &[std::sync::Arc<CategoryView>]) -> String {
+    let mut out = format!(
+        "<categories xmlns=\"{CATEGORIES_NS}\" uri=\"{}\">",
+        escape(&uri.to_sip())
+    );
+    for v in views {
+        if v.instances.is_empty() {
+            let _ = write!(out, "<category name=\"{}\"/>", escape(&v.name));
+        }
+        for i in &v.instances {
+            category(&mut out, i, v.owner);
+        }
+    }
+    out.push_str("</categories>");
+    out
+}
+
+fn containers(out: &mut String, list: &[Container]) {
+    let _ = write!(out, "<containers xmlns=\"{CONTAINERS_NS}\">");
+    for c in list {
+        let _ = write!(
+            out,
+            "<container id=\"{}\" version=\"{}\">",
+            c.id.get(),
+            c.version
+        );
+        for m in &c.members {
+            match m.value() {
+                Some(v) => {
+                    let _ = write!(
+                        out,
+                        "<member type=\"{}\" value=\"{}\"/>",
+                        m.kind(),
+                        escape(v)
+                    );
+                }
+                None => {
+                    let _ = write!(out, "<member type=\"{}\"/>", m.kind());
+                }
+            }
+        }
+        out.push_str("</container>");
+    }
+    out.push_str("</containers>");
+}
+
+fn subscribers(out: &mut String, list: &[SubscriberEntry]) {
+    let _ = write!(out, "<subscribers xmlns=\"{SUBSCRIBERS_NS}\">");
+    for s in list {
+        let _ = write!(
+            out,
+            "<subscriber user=\"{}\" displayName=\"{}\" acknowledged=\"{}\" type=\"{}\"/>",
+            escape(s.user.as_str()),
+            escape(&s.display_name),
+            s.acknowledged,
+            s.kind.as_str()
+        );
+    }
+    out.push_str("</subscribers>");
+}
+
+/// A `roamingData` document for the owner's own endpoints. `categories` are full
+/// replacements of those category names; `None` parts are left out.
+pub fn roaming_data(
+    uri: &UserUri,
+    views: &[std::sync::Arc<CategoryView>],
+    container_list: Option<&[Container]>,
+    subscriber_list: Option<&[SubscriberEntry]>,
+) -> String {
+    let mut out = format!(
+        "<roamingData xmlns=\"{ROAMING_SELF_NS}\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
+    );
+    out.push_str(&categories(uri, views));
+    if let Some(c) = container_list {
+        containers(&mut out, c);
+    }
+    if let Some(s) = subscriber_list {
+        subscribers(&mut out, s);
+    }
+    out.push_str("</roamingData>");
+    out
+}
+
+/// The full `contactList` of roaming-contacts.
+pub fn contact_list(list: &ContactList) -> String {
+    let mut out = format!("<contactList deltaNum=\"{}\">", list.delta_num);
+    for g in &list.groups {
+        let special = if g.id == presence_model::contacts::DEFAULT_GROUP {
+            " specialGroupId=\"1\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "<group id=\"{}\" name=\"{}\"{special} externalURI=\"\"/>",
+            g.id,
+            escape(&g.name)
+        );
+    }
+    for c in &list.contacts {
+        let groups: String = c.groups.iter().map(|g| format!("{g} ")).collect();
+        let _ = write!(
+            out,
+            "<contact uri=\"{}\" name=\"{}\" groups=\"{}\" subscribed=\"{}\" externalURI=\"\"/>",
+            escape(c.uri.as_str()),
+            escape(&c.name),
+            groups.trim_end(),
+            c.subscribed
+        );
+    }
+    out.push_str("</contactList>");
+    out
+}
+
+/// The 409 fault of a stale publication or membership change.
+pub fn wrong_delta_fault(conflicts: &[Conflict]) -> String {
+    let mut out = String::from("<Fault><Faultcode>Client.BadCall.WrongDelta</Faultcode><details>");
+    for c in conflicts {
+        let _ = write!(
+            out,
+            "<operation index=\"{}\" version=\"{}\" curVersion=\"{}\"/>",
+            c.index, c.version, c.current_version
+        );
+    }
+    out.push_str("</details></Fault>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> UserUri {
+        UserUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn reads_a_sipe_publish() {
+        let body = br#"<publish xmlns="http://schemas.microsoft.com/2006/09/sip/rich-presence"><publications uri="sip:alice@example.com"><publication categoryName="state" instance="1022409101" container="2" version="0" expireType="endpoint"><state xmlns="http://schemas.microsoft.com/2006/09/sip/state" manual="false" xsi:type="machineState" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><availability>3500</availability></state></publication><publication categoryName="note" instance="0" container="200" version="3" expireType="static" expires="0"/></publications></publish>"#;
+        let p = parse_publish(body, &uri("alice@example.com")).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].instance, p[0].container.get(), p[0].expire_type),
+            (1022409101, 2, ExpireType::Endpoint)
+        );
+        assert!(
+            p[0].value
+                .as_deref()
+                .unwrap()
+                .contains("<availability>3500</availability>")
+        );
+        assert!(p[1].is_delete() && p[1].value.is_none() && p[1].version == 3);
+        assert!(
+            parse_publish(body, &uri("bob@example.com")).is_err(),
+            "publishing for someone else"
+        );
+        assert!(parse_publish(b"<publish/>", &uri("alice@example.com")).is_err());
+        assert!(parse_publish(b"<!DOCTYPE x><publish/>", &uri("alice@example.com")).is_err());
+    }
+
+    #[test]
+    fn reads_members_subscribers_batch_and_soap() {
+        let c = parse_set_container_members(br#"<setContainerMembers xmlns="http://schemas.microsoft.com/2006/09/sip/container-management"><container id="32000" version="4"><member action="add" type="user" value="bob@example.com"/></container><container id="200" version="7"><member action="remove" type="user" value="bob@example.com"/></container></setContainerMembers>"#).unwrap();
+        assert_eq!(
+            (c.len(), c[0].id.get(), c[0].version, c[1].remove.len()),
+            (2, 32000, 4, 1)
+        );
+        let s = parse_set_subscribers(br#"<setSubscribers xmlns="x"><subscriber user="john@contoso.com" acknowledged="true"/></setSubscribers>"#).unwrap();
+        assert_eq!(s, vec![uri("john@contoso.com")]);
+        let (r, cats) = parse_batch_sub(br#"<batchSub xmlns="x" uri="sip:alice@example.com" name=""><action name="subscribe" id="1"><adhocList><resource uri="sip:bob@example.com"/><resource uri="sip:carol@example.com"><context/></resource></adhocList><categoryList xmlns="y"><category name="state"/><category name="note"/></categoryList></action></batchSub>"#).unwrap();
+        assert_eq!((r.len(), r[0].context, r[1].context), (2, false, true));
+        assert_eq!(cats, vec!["state", "note"]);
+        let soap = parse_soap(br#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body><m:setContact xmlns:m="http://schemas.microsoft.com/winrtc/2002/11/sip"><m:displayName>Bob</m:displayName><m:groups>1 3 </m:groups><m:subscribed>true</m:subscribed><m:URI>bob@example.com</m:URI><m:externalURI /><m:deltaNum>5</m:deltaNum></m:setContact></SOAP-ENV:Body></SOAP-ENV:Envelope>"#).unwrap();
+        assert!(
+            matches!(soap, SoapRequest::SetContact { ref groups, subscribed: true, .. } if groups == &vec![1, 3])
+        );
+    }
+
+    #[test]
+    fn writes_contact_lists_and_faults() {
+        let mut l = ContactList::default();
+        l.set_contact(uri("bob@example.com"), "", &[], true, None)
+            .unwrap();
+        assert_eq!(
+            contact_list(&l),
+            "<contactList deltaNum=\"2\"><group id=\"1\" name=\"~\" specialGroupId=\"1\" externalURI=\"\"/><contact uri=\"bob@example.com\" name=\"\" groups=\"1\" subscribed=\"true\" externalURI=\"\"/></contactList>"
+        );
+        let f = wrong_delta_fault(&[Conflict {
+            index: 1,
+            version: 1,
+            current_version: 2,
+        }]);
+        assert!(f.contains("<operation index=\"1\" version=\"1\" curVersion=\"2\"/>"));
+        assert!(xml::parse(&f).is_ok());
+    }
+}

@@ -1,0 +1,841 @@
+//! One client connection: reads requests, answers them, and sends the engine's
+//! deliveries as BENOTIFYs on the same connection.
+
+use crate::SipContext;
+use crate::bodies::{self, BadBody, SoapRequest};
+use parking_lot::Mutex;
+use presence_engine::{Delivery, EngineError, Session};
+use presence_model::{PublishError, UserUri};
+use rand::Rng;
+use sip_proto::{Message, Method, ParseError, Parsed, StartLine, parse};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Messages waiting to be written to one client.
+const OUT_QUEUE: usize = 1024;
+/// Events the server offers; SIPE splits this list on commas without trimming.
+const ALLOW_EVENTS: &str = "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,vnd-microsoft-roaming-ACL,presence,presence.wpending,vnd-microsoft-roaming-self,vnd-microsoft-provisioning-v2";
+const ROAMING_SELF_TYPE: &str = "application/vnd-microsoft-roaming-self+xml";
+const ROAMING_CONTACTS_TYPE: &str = "application/vnd-microsoft-roaming-contacts+xml";
+const CATEGORIES_TYPE: &str = "application/msrtc-event-categories+xml";
+const FAULT_TYPE: &str = "application/msrtc-fault+xml";
+/// Subscription ids this front end uses in the engine.
+const PRESENCE_SUB: &str = "sip-presence";
+const PRESENCE_CONTEXT_SUB: &str = "sip-presence-context";
+
+/// A subscription dialog, as needed to send its notifications.
+#[derive(Clone)]
+struct Dialog {
+    call_id: String,
+    local_tag: String,
+    /// The client's From header of the SUBSCRIBE, which is our To.
+    remote: String,
+    /// Where requests to the client go (its Contact).
+    target: String,
+    cseq: u32,
+}
+
+#[derive(Default)]
+struct Dialogs {
+    roaming_self: Option<Dialog>,
+    roaming_contacts: Option<Dialog>,
+    presence: Option<Dialog>,
+}
+
+struct Conn {
+    ctx: SipContext,
+    out: mpsc::Sender<Vec<u8>>,
+    user: Option<UserUri>,
+    session: Option<Arc<Session>>,
+    dialogs: Arc<Mutex<Dialogs>>,
+    local: String,
+    deliveries: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn tag() -> String {
+    format!("{:08x}", rand::thread_rng().r#gen::<u32>())
+}
+
+/// The URI inside a name-addr (`"x" <sip:a@b>;tag=1` gives `sip:a@b`).
+fn addr_uri(value: &str) -> &str {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value).trim(),
+    }
+}
+
+/// A `;name=value` parameter after the address.
+fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    let after = value.rfind('>').map_or(value, |i| &value[i..]);
+    after.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// A response to `req` with its dialog headers copied (and a To tag added).
+fn response(req: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
+    let mut r = Message::response(code, reason);
+    for via in req.headers_named("Via") {
+        r.push_header("Via", via);
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        if let Some(v) = req.header(name) {
+            let v = match (name, to_tag) {
+                ("To", Some(t)) if param(v, "tag").is_none() => format!("{v};tag={t}"),
+                _ => v.to_string(),
+            };
+            r.push_header(name, v);
+        }
+    }
+    r
+}
+
+fn diagnostics(mut r: Message, reason: &str) -> Message {
+    let reason = reason.replace('"', "'");
+    r.push_header(
+        "ms-diagnostics",
+        format!("1000;reason=\"{reason}\";source=\"presenced\""),
+    );
+    r
+}
+
+fn engine_status(e: &EngineError) -> (u16, &'static str) {
+    match e {
+        EngineError::UnknownUser(_) | EngineError::NotASubscriber(_) => (404, "Not Found"),
+        EngineError::Publish(PublishError::ReadOnly { .. }) | EngineError::Disabled(_) => {
+            (403, "Forbidden")
+        }
+        EngineError::Membership(presence_model::membership::MembershipError::Fixed(_)) => {
+            (403, "Forbidden")
+        }
+        EngineError::Publish(PublishError::TooLarge(_)) | EngineError::TooLarge(_) => {
+            (413, "Request Entity Too Large")
+        }
+        EngineError::Contacts(presence_model::contacts::ContactError::Stale { .. }) => {
+            (409, "Conflict")
+        }
+        EngineError::Ended => (481, "Call/Transaction Does Not Exist"),
+        EngineError::Store(_) => (503, "Service Unavailable"),
+        _ => (400, "Bad Request"),
+    }
+}
+
+impl Conn {
+    async fn send(&self, m: Message) {
+        let _ = self.out.send(m.to_bytes()).await;
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or(Err(EngineError::Ended))
+    }
+
+    async fn handle(&mut self, req: Message) {
+        let Some(method) = req.method().cloned() else {
+            return; // Responses: the client answers NOTIFY; BENOTIFY gets none.
+        };
+        match method {
+            Method::Register => self.register(&req).await,
+            Method::Ack => {}
+            Method::Options => self.send(response(&req, 200, "OK", None)).await,
+            _ if self.session.is_none() => {
+                let r = diagnostics(response(&req, 403, "Forbidden", None), "register first");
+                self.send(r).await;
+            }
+            Method::Subscribe => self.subscribe(&req).await,
+            Method::Service => self.service(&req).await,
+            Method::Notify | Method::Benotify => self.send(response(&req, 200, "OK", None)).await,
+            _ => {
+                self.send(response(&req, 501, "Not Implemented", None))
+                    .await
+            }
+        }
+    }
+
+    async fn register(&mut self, req: &Message) {
+        let from = req.header("From").unwrap_or_default();
+        let Ok(user) = UserUri::parse(addr_uri(from)) else {
+            self.send(diagnostics(
+                response(req, 400, "Bad Request", None),
+                "From is not a user URI",
+            ))
+            .await;
+            return;
+        };
+        let expires: u32 = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(self.ctx.config.register_expires)
+            .min(self.ctx.config.register_expires);
+        if let Some(current) = &self.user
+            && current != &user
+        {
+            self.send(diagnostics(
+                response(req, 403, "Forbidden", None),
+                "one user per connection",
+            ))
+            .await;
+            return;
+        }
+        if !self.ctx.config.allow_unauthenticated {
+            let r = diagnostics(
+                response(req, 403, "Forbidden", None),
+                "NTLM authentication is not available on this server yet; it accepts SIP only when started with --sip-allow-unauthenticated",
+            );
+            self.send(r).await;
+            return;
+        }
+        let to_tag = tag();
+        if expires == 0 {
+            self.sign_out().await;
+            let mut r = response(req, 200, "OK", Some(&to_tag));
+            r.push_header("Expires", "0");
+            self.send(r).await;
+            return;
+        }
+        let ttl = Duration::from_secs(expires as u64);
+        match &self.session {
+            Some(s) => {
+                let s = s.clone();
+                let _ = self.blocking(move || Ok(s.refresh(ttl))).await;
+            }
+            None => {
+                let accounts = self.ctx.accounts.clone();
+                let engine = self.ctx.engine.clone();
+                let u = user.clone();
+                let signed_in = self
+                    .blocking(move || {
+                        let name = match accounts.account_state(&u) {
+                            Ok(Some((info, false))) => info.display_name,
+                            Ok(Some((_, true))) => return Err(EngineError::Disabled(u)),
+                            _ => return Err(EngineError::UnknownUser(u)),
+                        };
+                        engine.sign_in(&u, &name, Some(ttl))
+                    })
+                    .await;
+                match signed_in {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        self.deliveries = Some(tokio::spawn(deliver(
+                            s.clone(),
+                            user.clone(),
+                            self.dialogs.clone(),
+                            self.out.clone(),
+                            self.local.clone(),
+                            self.ctx.config.subscribe_expires,
+                        )));
+                        self.session = Some(s);
+                        self.user = Some(user);
+                    }
+                    Err(e) => {
+                        let (code, reason) = engine_status(&e);
+                        self.send(diagnostics(
+                            response(req, code, reason, None),
+                            &e.to_string(),
+                        ))
+                        .await;
+                        return;
+                    }
+                }
+            }
+        }
+        let mut r = response(req, 200, "OK", Some(&to_tag));
+        if let Some(c) = req.header("Contact") {
+            r.push_header("Contact", format!("{c};expires={expires}"));
+        }
+        r.push_header("Expires", expires.to_string());
+        r.push_header("Allow-Events", ALLOW_EVENTS);
+        // One value per Supported line: SIPE compares whole header values.
+        r.push_header("Supported", "msrtc-event-categories");
+        r.push_header("Supported", "adhoclist");
+        r.push_header("Supported", "com.microsoft.msrtc.presence");
+        r.push_header("Server", "RTC/3.5");
+        r.push_header(
+            "ms-keep-alive",
+            format!(
+                "UAS; tcp=no; hop-hop=yes; end=no; timeout={}",
+                self.ctx.config.keep_alive.as_secs()
+            ),
+        );
+        self.send(r).await;
+    }
+
+    fn new_dialog(&self, req: &Message, local_tag: &str) -> Dialog {
+        Dialog {
+            call_id: req.header("Call-ID").unwrap_or_default().to_string(),
+            local_tag: local_tag.to_string(),
+            remote: req.header("From").unwrap_or_default().to_string(),
+            target: req
+                .header("Contact")
+                .map(addr_uri)
+                .unwrap_or_default()
+                .to_string(),
+            cseq: 1,
+        }
+    }
+
+    async fn subscribe(&mut self, req: &Message) {
+        let session = self.session.clone().expect("registered");
+        let user = self.user.clone().expect("registered");
+        let event = req.header("Event").unwrap_or_default().to_ascii_lowercase();
+        let expires: u32 = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(self.ctx.config.subscribe_expires)
+            .min(self.ctx.config.subscribe_expires);
+        let existing_tag = req
+            .header("To")
+            .and_then(|t| param(t, "tag"))
+            .map(str::to_string);
+        let local_tag = existing_tag.clone().unwrap_or_else(tag);
+        let mut r = response(req, 200, "OK", Some(&local_tag));
+        r.push_header("Event", req.header("Event").unwrap_or_default());
+        r.push_header("Expires", expires.to_string());
+        r.push_header("Contact", format!("<sip:{};transport=tcp>", self.local));
+        let fresh = existing_tag.is_none();
+        match event.as_str() {
+            "vnd-microsoft-provisioning-v2"
+            | "vnd-microsoft-provisioning"
+            | "presence.wpending"
+            | "vnd-microsoft-roaming-acl" => {
+                self.send(r).await;
+            }
+            "vnd-microsoft-roaming-contacts" => {
+                if expires == 0 {
+                    self.dialogs.lock().roaming_contacts = None;
+                    return self.send(r).await;
+                }
+                self.dialogs.lock().roaming_contacts = Some(self.new_dialog(req, &local_tag));
+                if fresh {
+                    let (engine, u) = (self.ctx.engine.clone(), user.clone());
+                    if let Ok(snap) = self.blocking(move || engine.own_snapshot(&u)).await {
+                        r.push_header("ms-piggyback-cseq", "1");
+                        r.push_header("Content-Type", ROAMING_CONTACTS_TYPE);
+                        r.body = bodies::contact_list(&snap.contacts).into_bytes();
+                    }
+                }
+                self.send(r).await;
+                // Contact-list changes reach the endpoint through its self view.
+                let s = session.clone();
+                let _ = self.blocking(move || s.subscribe_self()).await;
+            }
+            "vnd-microsoft-roaming-self" => {
+                if expires == 0 {
+                    self.dialogs.lock().roaming_self = None;
+                    return self.send(r).await;
+                }
+                self.dialogs.lock().roaming_self = Some(self.new_dialog(req, &local_tag));
+                self.send(r).await;
+                // The full roaming data follows as the first BENOTIFY of the dialog.
+                let s = session.clone();
+                let _ = self.blocking(move || s.subscribe_self()).await;
+            }
+            "presence" => {
+                if expires == 0 {
+                    self.dialogs.lock().presence = None;
+                    let s = session.clone();
+                    let _ = self
+                        .blocking(move || {
+                            s.unsubscribe(PRESENCE_SUB);
+                            s.unsubscribe(PRESENCE_CONTEXT_SUB);
+                            Ok(())
+                        })
+                        .await;
+                    return self.send(r).await;
+                }
+                let parsed = if req.body.is_empty() {
+                    Ok((Vec::new(), Vec::new()))
+                } else {
+                    bodies::parse_batch_sub(&req.body)
+                };
+                let (resources, categories) = match parsed {
+                    Ok(p) => p,
+                    Err(BadBody(reason)) => {
+                        return self
+                            .send(diagnostics(
+                                response(req, 400, "Bad Request", None),
+                                &reason,
+                            ))
+                            .await;
+                    }
+                };
+                if resources.len() > self.ctx.engine.config().max_targets_per_subscription {
+                    let r = diagnostics(
+                        response(req, 413, "Request Entity Too Large", None),
+                        "too many resources",
+                    );
+                    return self.send(r).await;
+                }
+                self.dialogs.lock().presence = Some(self.new_dialog(req, &local_tag));
+                self.send(r).await;
+                if resources.is_empty() {
+                    return;
+                }
+                let (plain, with_context): (Vec<_>, Vec<_>) =
+                    resources.into_iter().partition(|r| !r.context);
+                let s = session.clone();
+                let result = self
+                    .blocking(move || {
+                        let uris = |v: Vec<bodies::Resource>| {
+                            v.into_iter().map(|r| r.uri).collect::<Vec<_>>()
+                        };
+                        if !plain.is_empty() {
+                            s.subscribe(PRESENCE_SUB, &uris(plain), &categories, false)?;
+                        }
+                        if !with_context.is_empty() {
+                            s.subscribe(
+                                PRESENCE_CONTEXT_SUB,
+                                &uris(with_context),
+                                &categories,
+                                true,
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "SIP presence subscription failed");
+                }
+            }
+            _ => {
+                let r = response(req, 489, "Bad Event", None);
+                self.send(r).await;
+            }
+        }
+    }
+
+    async fn service(&mut self, req: &Message) {
+        let user = self.user.clone().expect("registered");
+        let session = self.session.clone().expect("registered");
+        let content_type = req
+            .header("Content-Type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let engine = self.ctx.engine.clone();
+        let body = req.body.clone();
+        let outcome: Result<Message, (u16, &'static str, String, Option<String>)> =
+            match content_type.as_str() {
+                "application/msrtc-category-publish+xml" => {
+                    let items = bodies::parse_publish(&body, &user);
+                    match items {
+                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                        Ok(items) => {
+                            let (u, ep) = (user.clone(), session.endpoint());
+                            let names: Vec<String> =
+                                items.iter().map(|p| p.category.clone()).collect();
+                            let r = self
+                                .blocking(move || {
+                                    engine.publish(&u, Some(ep), &items)?;
+                                    engine.own_snapshot(&u)
+                                })
+                                .await;
+                            match r {
+                                Ok(snap) => {
+                                    let mut ok = response(req, 200, "OK", Some(&tag()));
+                                    ok.push_header("Content-Type", ROAMING_SELF_TYPE);
+                                    let views = owner_views(&snap.instances, &names);
+                                    ok.body = bodies::roaming_data(&user, &views, None, None)
+                                        .into_bytes();
+                                    Ok(ok)
+                                }
+                                Err(EngineError::Publish(PublishError::Conflict(c))) => Err((
+                                    409,
+                                    "Conflict",
+                                    "version conflict".into(),
+                                    Some(bodies::wrong_delta_fault(&c)),
+                                )),
+                                Err(e) => {
+                                    let (code, reason) = engine_status(&e);
+                                    Err((code, reason, e.to_string(), None))
+                                }
+                            }
+                        }
+                    }
+                }
+                "application/msrtc-setcontainermembers+xml" => {
+                    match bodies::parse_set_container_members(&body) {
+                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                        Ok(updates) => {
+                            let u = user.clone();
+                            match self
+                                .blocking(move || engine.update_containers(&u, &updates))
+                                .await
+                            {
+                                Ok(changed) => {
+                                    let mut ok = response(req, 200, "OK", Some(&tag()));
+                                    ok.push_header("Content-Type", ROAMING_SELF_TYPE);
+                                    ok.body =
+                                        bodies::roaming_data(&user, &[], Some(&changed), None)
+                                            .into_bytes();
+                                    Ok(ok)
+                                }
+                                Err(EngineError::Membership(
+                                    presence_model::membership::MembershipError::Conflict(c),
+                                )) => Err((
+                                    409,
+                                    "Conflict",
+                                    "version conflict".into(),
+                                    Some(bodies::wrong_delta_fault(&c)),
+                                )),
+                                Err(e) => {
+                                    let (code, reason) = engine_status(&e);
+                                    Err((code, reason, e.to_string(), None))
+                                }
+                            }
+                        }
+                    }
+                }
+                "application/msrtc-presence-setsubscriber+xml" => {
+                    match bodies::parse_set_subscribers(&body) {
+                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                        Ok(users) => {
+                            let u = user.clone();
+                            let r = self
+                                .blocking(move || {
+                                    users
+                                        .iter()
+                                        .try_for_each(|w| engine.acknowledge_subscriber(&u, w))
+                                })
+                                .await;
+                            match r {
+                                Ok(()) => Ok(response(req, 200, "OK", Some(&tag()))),
+                                // MS-PRES: an unknown subscriber is a 400.
+                                Err(e) => Err((400, "Bad Request", e.to_string(), None)),
+                            }
+                        }
+                    }
+                }
+                "application/soap+xml" => match bodies::parse_soap(&body) {
+                    Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                    Ok(soap) => {
+                        let u = user.clone();
+                        let r = self
+                            .blocking(move || {
+                                let contact = match &soap {
+                                    SoapRequest::SetContact { uri, .. } => Some(uri.clone()),
+                                    _ => None,
+                                };
+                                engine
+                                    .change_contacts(&u, contact.as_ref(), move |l| match soap {
+                                        SoapRequest::SetContact {
+                                            uri,
+                                            name,
+                                            groups,
+                                            subscribed,
+                                        } => l
+                                            .set_contact(uri, &name, &groups, subscribed, None)
+                                            .map(|_| None),
+                                        SoapRequest::DeleteContact { uri } => {
+                                            l.delete_contact(&uri, None).map(|_| None)
+                                        }
+                                        SoapRequest::AddGroup { name } => {
+                                            l.add_group(&name, None).map(Some)
+                                        }
+                                        SoapRequest::ModifyGroup { id, name } => {
+                                            l.rename_group(id, &name, None).map(|_| None)
+                                        }
+                                        SoapRequest::DeleteGroup { id } => {
+                                            l.delete_group(id, None).map(|_| None)
+                                        }
+                                    })
+                                    .map(|(group, _)| group)
+                            })
+                            .await;
+                        match r {
+                            Ok(group) => {
+                                let mut ok = response(req, 200, "OK", Some(&tag()));
+                                if let Some(id) = group {
+                                    ok.push_header("Content-Type", "application/SOAP+xml");
+                                    ok.body = bodies::soap_add_group_result(id).into_bytes();
+                                }
+                                Ok(ok)
+                            }
+                            Err(e) => {
+                                let (code, reason) = engine_status(&e);
+                                Err((code, reason, e.to_string(), None))
+                            }
+                        }
+                    }
+                },
+                _ => Err((
+                    415,
+                    "Unsupported Media Type",
+                    format!("unsupported body type {content_type:?}"),
+                    None,
+                )),
+            };
+        let reply = match outcome {
+            Ok(r) => r,
+            Err((code, reason, why, fault)) => {
+                let mut r = diagnostics(response(req, code, reason, None), &why);
+                if let Some(f) = fault {
+                    r.push_header("Content-Type", FAULT_TYPE);
+                    r.body = f.into_bytes();
+                }
+                r
+            }
+        };
+        self.send(reply).await;
+    }
+
+    async fn sign_out(&mut self) {
+        if let Some(task) = self.deliveries.take() {
+            task.abort();
+        }
+        if let Some(s) = self.session.take() {
+            let _ = tokio::task::spawn_blocking(move || s.sign_out()).await;
+        }
+        *self.dialogs.lock() = Dialogs::default();
+    }
+}
+
+/// Owner views of the named categories, for a publish's roaming-self answer.
+fn owner_views(
+    instances: &[presence_model::CategoryInstance],
+    names: &[String],
+) -> Vec<Arc<presence_engine::CategoryView>> {
+    let mut names: Vec<&String> = names.iter().collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| {
+            let own: Vec<_> = instances
+                .iter()
+                .filter(|i| &*i.key.category == n.as_str())
+                .cloned()
+                .collect();
+            Arc::new(presence_engine::CategoryView::new(
+                Arc::from(n.as_str()),
+                true,
+                own,
+            ))
+        })
+        .collect()
+}
+
+/// A BENOTIFY on `dialog` (its CSeq advanced).
+fn benotify(
+    dialog: &mut Dialog,
+    user: &UserUri,
+    local: &str,
+    event: &str,
+    content_type: &str,
+    body: String,
+    expires: u32,
+) -> Vec<u8> {
+    dialog.cseq += 1;
+    let mut m = Message::request(Method::Benotify, dialog.target.clone())
+        .with_header(
+            "Via",
+            format!("SIP/2.0/TCP {local};branch=z9hG4bK{}", tag()),
+        )
+        .with_header(
+            "From",
+            format!("<{}>;tag={}", user.to_sip(), dialog.local_tag),
+        )
+        .with_header("To", dialog.remote.clone())
+        .with_header("Call-ID", dialog.call_id.clone())
+        .with_header("CSeq", format!("{} BENOTIFY", dialog.cseq))
+        .with_header("Event", event)
+        .with_header("Subscription-State", format!("active;expires={expires}"))
+        .with_header("Content-Type", content_type);
+    m.body = body.into_bytes();
+    m.to_bytes()
+}
+
+/// Forwards the session's deliveries to the client as BENOTIFYs on the dialogs they
+/// belong to; deliveries for a dialog the client has not opened are dropped.
+async fn deliver(
+    session: Arc<Session>,
+    user: UserUri,
+    dialogs: Arc<Mutex<Dialogs>>,
+    out: mpsc::Sender<Vec<u8>>,
+    local: String,
+    expires: u32,
+) {
+    let subscriber = session.subscriber().clone();
+    loop {
+        let batch = subscriber.next().await;
+        if batch.is_empty() {
+            return;
+        }
+        for d in batch {
+            let mut frames = Vec::new();
+            {
+                let mut dl = dialogs.lock();
+                match &d {
+                    Delivery::Categories { uri, views, .. } => {
+                        if let Some(dialog) = dl.presence.as_mut() {
+                            let body = bodies::categories(uri, views);
+                            frames.push(benotify(
+                                dialog,
+                                &user,
+                                &local,
+                                "presence",
+                                CATEGORIES_TYPE,
+                                body,
+                                expires,
+                            ));
+                        }
+                    }
+                    Delivery::Own { update, .. } => {
+                        let has_self = !update.categories.is_empty()
+                            || update.containers.is_some()
+                            || update.subscribers.is_some();
+                        if has_self && let Some(dialog) = dl.roaming_self.as_mut() {
+                            let body = bodies::roaming_data(
+                                &user,
+                                &update.categories,
+                                update.containers.as_deref().map(|c| &c[..]),
+                                update.subscribers.as_deref().map(|s| &s[..]),
+                            );
+                            frames.push(benotify(
+                                dialog,
+                                &user,
+                                &local,
+                                "vnd-microsoft-roaming-self",
+                                ROAMING_SELF_TYPE,
+                                body,
+                                expires,
+                            ));
+                        }
+                        if let (Some(c), Some(dialog)) =
+                            (&update.contacts, dl.roaming_contacts.as_mut())
+                        {
+                            let body = bodies::contact_list(c);
+                            frames.push(benotify(
+                                dialog,
+                                &user,
+                                &local,
+                                "vnd-microsoft-roaming-contacts",
+                                ROAMING_CONTACTS_TYPE,
+                                body,
+                                expires,
+                            ));
+                        }
+                    }
+                    Delivery::Resync => {}
+                }
+            }
+            if matches!(d, Delivery::Resync) {
+                let s = session.clone();
+                let _ = tokio::task::spawn_blocking(move || s.resync()).await;
+            }
+            for f in frames {
+                if out.send(f).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection until the client closes it or the server shuts down.
+pub(crate) async fn run(
+    ctx: SipContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let limits = ctx.config.limits;
+    let mut conn = Conn {
+        ctx,
+        out: tx,
+        user: None,
+        session: None,
+        dialogs: Arc::default(),
+        local: local.map(|a| a.to_string()).unwrap_or_default(),
+        deliveries: None,
+    };
+    let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = tokio::select! {
+            r = rd.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = shutdown.changed() => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match parse(&buf, &limits) {
+                Ok(Parsed::Incomplete) => {
+                    if buf.len() > max_buffer {
+                        break 'read;
+                    }
+                    break;
+                }
+                Ok(Parsed::KeepAlive(n)) => {
+                    buf.drain(..n);
+                }
+                Ok(Parsed::Message { message, len }) => {
+                    buf.drain(..len);
+                    conn.handle(message).await;
+                }
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "refusing a malformed SIP message");
+                    answer_error(&conn, &e).await;
+                    match e.skip() {
+                        Some(n) => {
+                            buf.drain(..n);
+                        }
+                        // The framing is lost: nothing after this can be trusted.
+                        None => break 'read,
+                    }
+                }
+            }
+        }
+    }
+    conn.sign_out().await;
+    drop(conn);
+    let _ = writer.await;
+}
+
+/// Answers a message that could not be used, when enough of it is known to address
+/// the answer (a request's Via, From, To, Call-ID and CSeq).
+async fn answer_error(conn: &Conn, e: &ParseError) {
+    let Some(partial) = e.partial() else { return };
+    if !matches!(partial.start, StartLine::Request { .. }) {
+        return;
+    }
+    let reason = match e.status() {
+        413 => "Request Entity Too Large",
+        505 => "Version Not Supported",
+        _ => "Bad Request",
+    };
+    conn.send(diagnostics(
+        response(partial, e.status(), reason, None),
+        &e.to_string(),
+    ))
+    .await;
+}

@@ -1,0 +1,86 @@
+//! The SIP front end: MS-SIP / MS-PRES over TCP, for enhanced-presence clients such as
+//! Pidgin's SIPE plugin and Office Communicator.
+//!
+//! Each TCP connection is one client. Its REGISTER makes it an endpoint of the user in
+//! the engine; its subscriptions (roaming-contacts, roaming-self, batched presence) are
+//! dialogs on that connection, and every notification for it is sent on the same
+//! connection as a BENOTIFY, which the client does not answer. Requests are translated
+//! to the same engine calls as the HTTP API, so SIP and WebSocket watchers of one
+//! presentity see the same thing. Closing the connection signs the endpoint out.
+
+mod bodies;
+mod connection;
+
+use accounts::Accounts;
+use presence_engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Settings of the SIP front end.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// Accept REGISTER without authentication. Only for tests and closed labs: any
+    /// client may then claim to be any user.
+    pub allow_unauthenticated: bool,
+    /// Parser limits (header bytes, header count, body bytes).
+    pub limits: sip_proto::Limits,
+    /// Registration lifetime granted, in seconds (clients refresh before it ends).
+    pub register_expires: u32,
+    /// Subscription lifetime granted, in seconds.
+    pub subscribe_expires: u32,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Keep-alive interval asked of clients (`ms-keep-alive ... timeout=`).
+    pub keep_alive: Duration,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            allow_unauthenticated: false,
+            limits: sip_proto::Limits::default(),
+            register_expires: 3600,
+            subscribe_expires: 3600,
+            max_connections: 10_000,
+            keep_alive: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every connection needs.
+#[derive(Clone)]
+pub struct SipContext {
+    pub engine: Engine,
+    pub accounts: Arc<Accounts>,
+    pub config: Arc<SipConfig>,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: SipContext, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIP accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::run(ctx, stream, peer, local, shutdown).await;
+            drop(permit);
+        });
+    }
+}
