@@ -195,14 +195,14 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
                     "SIP accepts REGISTER without authentication (--sip-allow-unauthenticated)"
                 );
             }
-            let ctx = sip_server::SipContext {
-                engine: services.engine.clone(),
-                accounts: services.accounts.clone(),
-                config: Arc::new(sip_server::SipConfig {
+            let ctx = sip_server::SipContext::new(
+                services.engine.clone(),
+                services.accounts.clone(),
+                sip_server::SipConfig {
                     allow_unauthenticated: config.server.sip_allow_unauthenticated,
                     ..Default::default()
-                }),
-            };
+                },
+            );
             Some(tokio::spawn(sip_server::serve(
                 sip,
                 ctx,

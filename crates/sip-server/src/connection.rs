@@ -2,7 +2,11 @@
 //! deliveries as BENOTIFYs on the same connection.
 
 use crate::SipContext;
+use crate::auth::{self, Association, State};
 use crate::bodies::{self, BadBody, SoapRequest};
+use crate::ntlm;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use parking_lot::Mutex;
 use presence_engine::{Delivery, EngineError, Session};
 use presence_model::{PublishError, UserUri};
@@ -54,6 +58,8 @@ struct Conn {
     dialogs: Arc<Mutex<Dialogs>>,
     local: String,
     deliveries: Option<tokio::task::JoinHandle<()>>,
+    /// NTLM state, shared with the delivery task (which signs BENOTIFYs).
+    auth: Arc<Mutex<State>>,
 }
 
 fn tag() -> String {
@@ -128,8 +134,136 @@ fn engine_status(e: &EngineError) -> (u16, &'static str) {
 }
 
 impl Conn {
-    async fn send(&self, m: Message) {
+    async fn send(&self, mut m: Message) {
+        if let State::Established(a) = &mut *self.auth.lock() {
+            a.sign(&mut m, &self.ctx.config.target_name);
+        }
         let _ = self.out.send(m.to_bytes()).await;
+    }
+
+    /// An unsigned 401 (the handshake's answers are never signed).
+    async fn challenge(&self, req: &Message, www: String) {
+        *self.auth.lock() = State::None;
+        let mut r = response(req, 401, "Unauthorized", Some(&tag()));
+        r.push_header("WWW-Authenticate", www);
+        let _ = self.out.send(r.to_bytes()).await;
+    }
+
+    /// Runs the NTLM handshake on a REGISTER; `true` once the connection is
+    /// authenticated (the request then goes on), `false` when an answer was sent.
+    async fn handshake(&mut self, req: &Message) -> bool {
+        let target = self.ctx.config.target_name.clone();
+        let Ok(user) = UserUri::parse(addr_uri(req.header("From").unwrap_or_default())) else {
+            self.send(diagnostics(
+                response(req, 400, "Bad Request", None),
+                "From is not a user URI",
+            ))
+            .await;
+            return false;
+        };
+        if self.ctx.failures.blocked(&user) {
+            let r = diagnostics(
+                response(req, 403, "Forbidden", None),
+                "too many failed sign-ins; try again later",
+            );
+            self.send(r).await;
+            return false;
+        }
+        let Some(p) = req.header("Authorization").map(auth::params) else {
+            let www = format!(
+                "NTLM realm=\"{}\", targetname=\"{target}\", version=4",
+                auth::REALM
+            );
+            self.challenge(req, www).await;
+            return false;
+        };
+        let data = p.get("gssapi-data").cloned().unwrap_or_default();
+        if data.is_empty() {
+            let challenge: [u8; 8] = rand::thread_rng().r#gen();
+            let opaque = format!("{:08X}", rand::thread_rng().r#gen::<u32>());
+            let filetime = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                / 100) as u64
+                + 116_444_736_000_000_000;
+            let msg = ntlm::challenge_message(
+                &challenge,
+                "PRESENCED",
+                "PRESENCED",
+                user.domain(),
+                filetime,
+            );
+            let www = format!(
+                "NTLM opaque=\"{opaque}\", gssapi-data=\"{}\", targetname=\"{target}\", realm=\"{}\", version=4",
+                BASE64.encode(msg),
+                auth::REALM
+            );
+            self.challenge(req, www).await;
+            *self.auth.lock() = State::Challenged { opaque, challenge };
+            return false;
+        }
+        let pending = match &*self.auth.lock() {
+            State::Challenged { opaque, challenge } if p.get("opaque") == Some(opaque) => {
+                Some((opaque.clone(), *challenge))
+            }
+            _ => None,
+        };
+        let Some((opaque, challenge)) = pending else {
+            let www = format!(
+                "NTLM realm=\"{}\", targetname=\"{target}\", version=4",
+                auth::REALM
+            );
+            self.challenge(req, www).await;
+            return false;
+        };
+        let parsed = BASE64
+            .decode(data.as_bytes())
+            .ok()
+            .and_then(|b| ntlm::parse_authenticate(&b).ok());
+        let Some(authenticate) = parsed else {
+            self.send(diagnostics(
+                response(req, 400, "Bad Request", None),
+                "unreadable NTLM message",
+            ))
+            .await;
+            return false;
+        };
+        let local = user.as_str().split('@').next().unwrap_or_default();
+        let name_matches = authenticate.user.eq_ignore_ascii_case(user.as_str())
+            || authenticate.user.eq_ignore_ascii_case(local);
+        let accounts = self.ctx.accounts.clone();
+        let u = user.clone();
+        let hash = tokio::task::spawn_blocking(move || accounts.nt_hash(&u)).await;
+        let refuse = |reason: &str| diagnostics(response(req, 403, "Forbidden", None), reason);
+        let keys = match hash {
+            Ok(Ok(Some(h))) if name_matches => ntlm::verify(&authenticate, &h, &challenge).ok(),
+            Ok(Err(accounts::AccountError::NoLocalPassword(_))) => {
+                *self.auth.lock() = State::None;
+                self.send(refuse(
+                    "this user's password lives only in the directory; SIP NTLM cannot verify it",
+                ))
+                .await;
+                return false;
+            }
+            _ => None,
+        };
+        let Some(keys) = keys else {
+            self.ctx.failures.record(&user);
+            *self.auth.lock() = State::None;
+            self.send(refuse("wrong user name or password")).await;
+            return false;
+        };
+        self.ctx.failures.clear(&user);
+        let association = Association::new(user, opaque, keys);
+        // From version 4 on, the REGISTER carrying AUTHENTICATE is signed already.
+        if p.contains_key("response") && !association.verify(req, &target) {
+            *self.auth.lock() = State::None;
+            self.send(refuse("invalid message signature")).await;
+            return false;
+        }
+        *self.auth.lock() = State::Established(association);
+        true
     }
 
     async fn blocking<T: Send + 'static>(
@@ -145,6 +279,32 @@ impl Conn {
         let Some(method) = req.method().cloned() else {
             return; // Responses: the client answers NOTIFY; BENOTIFY gets none.
         };
+        if !self.ctx.config.allow_unauthenticated {
+            let signed = match &*self.auth.lock() {
+                State::Established(a) => Some(a.verify(&req, &self.ctx.config.target_name)),
+                _ => None,
+            };
+            match (signed, &method) {
+                (Some(true), _) => {}
+                (_, Method::Register) => {
+                    if signed == Some(false) {
+                        // A bad or missing signature on REGISTER restarts the handshake.
+                        *self.auth.lock() = State::None;
+                    }
+                    if !self.handshake(&req).await {
+                        return;
+                    }
+                }
+                (Some(false), _) => {
+                    let r = diagnostics(
+                        response(&req, 403, "Forbidden", None),
+                        "invalid message signature",
+                    );
+                    return self.send(r).await;
+                }
+                (None, _) => {}
+            }
+        }
         match method {
             Method::Register => self.register(&req).await,
             Method::Ack => {}
@@ -188,10 +348,11 @@ impl Conn {
             .await;
             return;
         }
-        if !self.ctx.config.allow_unauthenticated {
+        let other_user = matches!(&*self.auth.lock(), State::Established(a) if a.user != user);
+        if other_user {
             let r = diagnostics(
                 response(req, 403, "Forbidden", None),
-                "NTLM authentication is not available on this server yet; it accepts SIP only when started with --sip-allow-unauthenticated",
+                "authenticated as another user",
             );
             self.send(r).await;
             return;
@@ -232,8 +393,12 @@ impl Conn {
                             user.clone(),
                             self.dialogs.clone(),
                             self.out.clone(),
-                            self.local.clone(),
-                            self.ctx.config.subscribe_expires,
+                            Outbound {
+                                local: self.local.clone(),
+                                expires: self.ctx.config.subscribe_expires,
+                                auth: self.auth.clone(),
+                                target: self.ctx.config.target_name.clone(),
+                            },
                         )));
                         self.session = Some(s);
                         self.user = Some(user);
@@ -629,21 +794,29 @@ fn owner_views(
         .collect()
 }
 
-/// A BENOTIFY on `dialog` (its CSeq advanced).
+/// What outgoing requests need: our address, the lifetime to announce, and the
+/// connection's NTLM state to sign with.
+struct Outbound {
+    local: String,
+    expires: u32,
+    auth: Arc<Mutex<State>>,
+    target: String,
+}
+
+/// A BENOTIFY on `dialog` (its CSeq advanced), signed when the connection is.
 fn benotify(
     dialog: &mut Dialog,
     user: &UserUri,
-    local: &str,
+    ob: &Outbound,
     event: &str,
     content_type: &str,
     body: String,
-    expires: u32,
 ) -> Vec<u8> {
     dialog.cseq += 1;
     let mut m = Message::request(Method::Benotify, dialog.target.clone())
         .with_header(
             "Via",
-            format!("SIP/2.0/TCP {local};branch=z9hG4bK{}", tag()),
+            format!("SIP/2.0/TCP {};branch=z9hG4bK{}", ob.local, tag()),
         )
         .with_header(
             "From",
@@ -653,9 +826,15 @@ fn benotify(
         .with_header("Call-ID", dialog.call_id.clone())
         .with_header("CSeq", format!("{} BENOTIFY", dialog.cseq))
         .with_header("Event", event)
-        .with_header("Subscription-State", format!("active;expires={expires}"))
+        .with_header(
+            "Subscription-State",
+            format!("active;expires={}", ob.expires),
+        )
         .with_header("Content-Type", content_type);
     m.body = body.into_bytes();
+    if let State::Established(a) = &mut *ob.auth.lock() {
+        a.sign(&mut m, &ob.target);
+    }
     m.to_bytes()
 }
 
@@ -666,8 +845,7 @@ async fn deliver(
     user: UserUri,
     dialogs: Arc<Mutex<Dialogs>>,
     out: mpsc::Sender<Vec<u8>>,
-    local: String,
-    expires: u32,
+    ob: Outbound,
 ) {
     let subscriber = session.subscriber().clone();
     loop {
@@ -686,11 +864,10 @@ async fn deliver(
                             frames.push(benotify(
                                 dialog,
                                 &user,
-                                &local,
+                                &ob,
                                 "presence",
                                 CATEGORIES_TYPE,
                                 body,
-                                expires,
                             ));
                         }
                     }
@@ -708,11 +885,10 @@ async fn deliver(
                             frames.push(benotify(
                                 dialog,
                                 &user,
-                                &local,
+                                &ob,
                                 "vnd-microsoft-roaming-self",
                                 ROAMING_SELF_TYPE,
                                 body,
-                                expires,
                             ));
                         }
                         if let (Some(c), Some(dialog)) =
@@ -722,11 +898,10 @@ async fn deliver(
                             frames.push(benotify(
                                 dialog,
                                 &user,
-                                &local,
+                                &ob,
                                 "vnd-microsoft-roaming-contacts",
                                 ROAMING_CONTACTS_TYPE,
                                 body,
-                                expires,
                             ));
                         }
                     }
@@ -774,6 +949,7 @@ pub(crate) async fn run(
         dialogs: Arc::default(),
         local: local.map(|a| a.to_string()).unwrap_or_default(),
         deliveries: None,
+        auth: Arc::new(Mutex::new(State::None)),
     };
     let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);

@@ -8,8 +8,10 @@
 //! to the same engine calls as the HTTP API, so SIP and WebSocket watchers of one
 //! presentity see the same thing. Closing the connection signs the endpoint out.
 
+mod auth;
 mod bodies;
 mod connection;
+pub mod ntlm;
 
 use accounts::Accounts;
 use presence_engine::Engine;
@@ -34,6 +36,8 @@ pub struct SipConfig {
     pub max_connections: usize,
     /// Keep-alive interval asked of clients (`ms-keep-alive ... timeout=`).
     pub keep_alive: Duration,
+    /// The server's name in NTLM exchanges (`targetname`).
+    pub target_name: String,
 }
 
 impl Default for SipConfig {
@@ -45,6 +49,7 @@ impl Default for SipConfig {
             subscribe_expires: 3600,
             max_connections: 10_000,
             keep_alive: Duration::from_secs(300),
+            target_name: "presenced".into(),
         }
     }
 }
@@ -55,6 +60,19 @@ pub struct SipContext {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     pub config: Arc<SipConfig>,
+    /// Failed NTLM sign-ins per user, for rate limiting.
+    pub failures: Arc<auth::Failures>,
+}
+
+impl SipContext {
+    pub fn new(engine: Engine, accounts: Arc<Accounts>, config: SipConfig) -> Self {
+        SipContext {
+            engine,
+            accounts,
+            config: Arc::new(config),
+            failures: Arc::default(),
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` turns true.

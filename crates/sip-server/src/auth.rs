@@ -1,0 +1,189 @@
+//! MS-SIPAE authentication of one connection: the two-step NTLM handshake on
+//! REGISTER, then a signature on every message in both directions.
+
+use crate::ntlm::{self, Keys};
+use parking_lot::Mutex;
+use presence_model::UserUri;
+use rand::Rng;
+use sip_proto::{Message, StartLine};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub const REALM: &str = "SIP Communications Service";
+/// Failed sign-ins of one user tolerated per [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Where a connection is in the handshake.
+pub enum State {
+    None,
+    Challenged { opaque: String, challenge: [u8; 8] },
+    Established(Association),
+}
+
+/// An authenticated connection's keys and counters.
+pub struct Association {
+    pub user: UserUri,
+    pub opaque: String,
+    keys: Keys,
+    snum: u32,
+}
+
+/// Failed sign-ins per user, shared by all connections.
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<UserUri, (u32, Instant)>>);
+
+impl Failures {
+    pub fn blocked(&self, user: &UserUri) -> bool {
+        let map = self.0.lock();
+        matches!(map.get(user), Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    pub fn record(&self, user: &UserUri) {
+        let mut map = self.0.lock();
+        let entry = map.entry(user.clone()).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    pub fn clear(&self, user: &UserUri) {
+        self.0.lock().remove(user);
+    }
+}
+
+/// The `name="value"` parameters of an NTLM Authorization header.
+pub fn params(value: &str) -> HashMap<String, String> {
+    let rest = value.trim().strip_prefix("NTLM").unwrap_or("").trim();
+    let mut out = HashMap::new();
+    let mut chars = rest.char_indices().peekable();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut parts = Vec::new();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&rest[start..]);
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            out.insert(
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            );
+        }
+    }
+    out
+}
+
+fn addr(value: &str) -> (&str, &str) {
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(""),
+    };
+    let after = value.rfind('>').map_or(value, |i| &value[i..]);
+    let tag = after
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("tag="))
+        .unwrap_or("");
+    (uri, tag)
+}
+
+/// The text MS-SIPAE signs (version 3 and later layout).
+pub fn signing_input(m: &Message, rand: &str, num: &str, target: &str) -> String {
+    let (cseq, method) = m
+        .header("CSeq")
+        .and_then(|c| c.split_once(char::is_whitespace))
+        .unwrap_or(("", ""));
+    let (from_uri, from_tag) = addr(m.header("From").unwrap_or(""));
+    let (to_uri, to_tag) = addr(m.header("To").unwrap_or(""));
+    let mut s = format!(
+        "<NTLM><{rand}><{num}><{REALM}><{target}><{}><{}><{}><{from_uri}><{from_tag}><{to_uri}><{to_tag}><><><{}>",
+        m.header("Call-ID").unwrap_or(""),
+        cseq.trim(),
+        method.trim(),
+        m.header("Expires").unwrap_or(""),
+    );
+    if let StartLine::Response { code, .. } = m.start {
+        s.push_str(&format!("<{code}>"));
+    }
+    s
+}
+
+impl Association {
+    pub fn new(user: UserUri, opaque: String, keys: Keys) -> Self {
+        Association {
+            user,
+            opaque,
+            keys,
+            snum: 0,
+        }
+    }
+
+    /// Whether a client message carries a valid signature.
+    pub fn verify(&self, m: &Message, target: &str) -> bool {
+        let Some(p) = m.header("Authorization").map(params) else {
+            return false;
+        };
+        let (Some(rand), Some(num), Some(response)) =
+            (p.get("crand"), p.get("cnum"), p.get("response"))
+        else {
+            return false;
+        };
+        let text = signing_input(m, rand, num, target);
+        ntlm::signature(&self.keys.client_sign, &self.keys.client_seal, &text)
+            .eq_ignore_ascii_case(response)
+    }
+
+    /// Signs a server message (response or BENOTIFY) in place.
+    pub fn sign(&mut self, m: &mut Message, target: &str) {
+        self.snum += 1;
+        let srand = format!("{:08x}", rand::thread_rng().r#gen::<u32>());
+        let text = signing_input(m, &srand, &self.snum.to_string(), target);
+        let sig = ntlm::signature(&self.keys.server_sign, &self.keys.server_seal, &text);
+        m.push_header(
+            "Authentication-Info",
+            format!(
+                "NTLM rspauth=\"{sig}\", srand=\"{srand}\", snum=\"{}\", opaque=\"{}\", qop=\"auth\", targetname=\"{target}\", realm=\"{REALM}\"",
+                self.snum, self.opaque
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_authorization_parameters() {
+        let p = params(
+            r#"NTLM qop="auth", opaque="D76B55BF", realm="SIP Communications Service", targetname="ocs.example.com", gssapi-data="", version=4, crand="4db38a73", cnum="1", response="0100""#,
+        );
+        assert_eq!(p["realm"], "SIP Communications Service");
+        assert_eq!(p["gssapi-data"], "");
+        assert_eq!(p["version"], "4");
+        assert_eq!(p["response"], "0100");
+    }
+
+    #[test]
+    fn failures_block_after_the_limit() {
+        let f = Failures::default();
+        let u = UserUri::parse("alice@example.com").unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            f.record(&u);
+        }
+        assert!(!f.blocked(&u));
+        f.record(&u);
+        assert!(f.blocked(&u));
+        f.clear(&u);
+        assert!(!f.blocked(&u));
+    }
+}
