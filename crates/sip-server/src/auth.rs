@@ -57,11 +57,10 @@ impl Failures {
 pub fn params(value: &str) -> HashMap<String, String> {
     let rest = value.trim().strip_prefix("NTLM").unwrap_or("").trim();
     let mut out = HashMap::new();
-    let mut chars = rest.char_indices().peekable();
     let mut start = 0;
     let mut quoted = false;
     let mut parts = Vec::new();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in rest.char_indices() {
         match c {
             '"' => quoted = !quoted,
             ',' if !quoted => {

@@ -99,7 +99,7 @@ pub struct Authenticate {
     pub flags: u32,
 }
 
-fn field<'a>(msg: &'a [u8], at: usize) -> Result<&'a [u8], NtlmError> {
+fn field(msg: &[u8], at: usize) -> Result<&[u8], NtlmError> {
     let head = msg
         .get(at..at + 8)
         .ok_or(NtlmError::Malformed("truncated header"))?;
@@ -110,7 +110,7 @@ fn field<'a>(msg: &'a [u8], at: usize) -> Result<&'a [u8], NtlmError> {
 }
 
 fn utf16_string(bytes: &[u8]) -> Result<String, NtlmError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(NtlmError::Malformed("odd UTF-16 length"));
     }
     let units: Vec<u16> = bytes
