@@ -56,6 +56,12 @@ pub struct ServerConfig {
     pub sip: Listen,
     /// Accept SIP REGISTER without authentication (tests and closed labs only).
     pub sip_allow_unauthenticated: bool,
+    /// SIP over TLS listen address; `"off"` (the default) disables it.
+    pub sip_tls: Listen,
+    /// PEM certificate chain for SIP over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for SIP over TLS.
+    pub tls_key: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Seconds open connections get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
@@ -104,6 +110,9 @@ impl Default for ServerConfig {
             http: DEFAULT_HTTP.parse().expect("valid default"),
             sip: Listen::On(DEFAULT_SIP.parse().expect("valid default")),
             sip_allow_unauthenticated: false,
+            sip_tls: Listen::Off,
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             shutdown_grace_secs: 10,
         }
@@ -179,6 +188,12 @@ impl Config {
             anyhow::ensure!(
                 self.directory.as_ref().is_some_and(|d| d.ldap.is_some()),
                 "auth.password_source = \"ldap\" needs a [directory.ldap] table"
+            );
+        }
+        if self.server.sip_tls != Listen::Off {
+            anyhow::ensure!(
+                self.server.tls_cert.is_some() && self.server.tls_key.is_some(),
+                "server.sip_tls needs server.tls_cert and server.tls_key"
             );
         }
         if let Some(d) = &self.directory {

@@ -69,6 +69,15 @@ struct ServeArgs {
     /// Accept SIP REGISTER without authentication (tests and closed labs only).
     #[arg(long)]
     sip_allow_unauthenticated: bool,
+    /// SIP over TLS listen address [default: off].
+    #[arg(long)]
+    sip_tls: Option<presenced::config::Listen>,
+    /// PEM certificate chain for SIP over TLS.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for SIP over TLS.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -166,6 +175,15 @@ async fn main() -> Result<()> {
                 config.server.sip = s;
             }
             config.server.sip_allow_unauthenticated |= a.sip_allow_unauthenticated;
+            if let Some(s) = a.sip_tls {
+                config.server.sip_tls = s;
+            }
+            if a.tls_cert.is_some() {
+                config.server.tls_cert = a.tls_cert;
+            }
+            if a.tls_key.is_some() {
+                config.server.tls_key = a.tls_key;
+            }
             server::serve(config, a.demo).await
         }
         Command::User(u) => {

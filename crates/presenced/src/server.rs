@@ -184,33 +184,50 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         .with_context(|| format!("binding HTTP to {}", config.server.http))?;
     let http_addr = listener.local_addr()?;
     let mut ready = format!("presenced ready http={http_addr}");
-    let sip_task = match config.server.sip {
-        Listen::On(addr) => {
-            let sip = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding SIP to {addr}"))?;
-            ready.push_str(&format!(" sip={}", sip.local_addr()?));
-            if config.server.sip_allow_unauthenticated {
-                tracing::warn!(
-                    "SIP accepts REGISTER without authentication (--sip-allow-unauthenticated)"
-                );
-            }
-            let ctx = sip_server::SipContext::new(
-                services.engine.clone(),
-                services.accounts.clone(),
-                sip_server::SipConfig {
-                    allow_unauthenticated: config.server.sip_allow_unauthenticated,
-                    ..Default::default()
-                },
-            );
-            Some(tokio::spawn(sip_server::serve(
-                sip,
-                ctx,
-                shutdown_rx.clone(),
-            )))
-        }
-        Listen::Off => None,
-    };
+    let sip_ctx = sip_server::SipContext::new(
+        services.engine.clone(),
+        services.accounts.clone(),
+        sip_server::SipConfig {
+            allow_unauthenticated: config.server.sip_allow_unauthenticated,
+            ..Default::default()
+        },
+    );
+    if config.server.sip_allow_unauthenticated {
+        tracing::warn!("SIP accepts REGISTER without authentication (--sip-allow-unauthenticated)");
+    }
+    let mut sip_tasks = Vec::new();
+    if let Listen::On(addr) = config.server.sip {
+        let sip = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding SIP to {addr}"))?;
+        ready.push_str(&format!(" sip={}", sip.local_addr()?));
+        sip_tasks.push(tokio::spawn(sip_server::serve(
+            sip,
+            None,
+            sip_ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    if let Listen::On(addr) = config.server.sip_tls {
+        let (cert, key) = config
+            .server
+            .tls_cert
+            .as_deref()
+            .zip(config.server.tls_key.as_deref())
+            .context("SIP over TLS needs --tls-cert and --tls-key")?;
+        let acceptor =
+            sip_server::tls_acceptor(cert, key).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        let sip = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding SIP over TLS to {addr}"))?;
+        ready.push_str(&format!(" sip-tls={}", sip.local_addr()?));
+        sip_tasks.push(tokio::spawn(sip_server::serve(
+            sip,
+            Some(acceptor),
+            sip_ctx,
+            shutdown_rx.clone(),
+        )));
+    }
     tracing::info!(%http_addr, data_dir = %config.server.data_dir.display(), "presenced listening");
     println!("{ready}");
 
@@ -232,7 +249,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
     }
     timers.abort();
     pruner.abort();
-    if let Some(t) = sip_task {
+    for t in sip_tasks {
         t.abort();
     }
     if let Some(t) = directory_task {

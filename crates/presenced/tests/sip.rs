@@ -10,8 +10,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A byte stream to the server: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 struct SipClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
     user: String,
     port: u16,
@@ -25,7 +29,7 @@ impl SipClient {
             .unwrap();
         let port = stream.local_addr().unwrap().port();
         SipClient {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
             user: user.to_string(),
             port,
@@ -209,7 +213,9 @@ async fn sip_and_websocket_watchers_see_the_same_presence() {
         if m.method().is_none() {
             assert_eq!(status(&m), 200);
             answered = true;
-        } else if is_benotify(&m, "vnd-microsoft-roaming-contacts") {
+        } else if is_benotify(&m, "vnd-microsoft-roaming-contacts")
+            && body(&m).contains("deltaNum=\"2\"")
+        {
             delta = Some(m);
         }
     }
@@ -432,4 +438,63 @@ async fn refusals_and_hostile_input() {
     let mut again = SipClient::connect(&server, "alice@example.com").await;
     assert_eq!(status(&again.register().await), 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn sip_over_tls_with_a_verified_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "alice@example.com", "Alice", "pw");
+    let certs = tempfile::tempdir().unwrap();
+    common::slapd::make_certificates(certs.path());
+    let (cert, key) = (
+        certs.path().join("server.pem"),
+        certs.path().join("server.key"),
+    );
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--sip",
+            "off",
+            "--sip-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--sip-allow-unauthenticated",
+        ],
+    );
+    let addr = server.tls_sip.clone().expect("sip-tls= in the ready line");
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(certs.path().join("ca.pem")).unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("the server certificate verifies against the test CA");
+    let mut c = SipClient {
+        stream: Box::new(tls),
+        buf: Vec::new(),
+        user: "alice@example.com".into(),
+        port,
+        cseq: 0,
+    };
+    let ok = c.register().await;
+    assert_eq!(status(&ok), 200);
+    assert_eq!(ok.header("Expires"), Some("3600"));
 }

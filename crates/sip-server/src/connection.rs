@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 /// Messages waiting to be written to one client.
@@ -922,15 +921,16 @@ async fn deliver(
 }
 
 /// Serves one connection until the client closes it or the server shuts down.
-pub(crate) async fn run(
+pub(crate) async fn run<S>(
     ctx: SipContext,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {

@@ -20,6 +20,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of the SIP front end.
 #[derive(Debug, Clone)]
 pub struct SipConfig {
@@ -75,8 +78,36 @@ impl SipContext {
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, ctx: SipContext, mut shutdown: watch::Receiver<bool>) {
+/// Reads a PEM certificate chain and private key into a TLS server configuration.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until `shutdown` turns true; with `tls`, each connection is
+/// a TLS session first.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctx: SipContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     let local = listener.local_addr().ok();
     loop {
@@ -94,10 +125,23 @@ pub async fn serve(listener: TcpListener, ctx: SipContext, mut shutdown: watch::
             },
             _ = shutdown.changed() => return,
         };
+        let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection::run(ctx, stream, peer, local, shutdown).await;
+            match tls {
+                None => connection::run(ctx, stream, peer, local, shutdown).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(s)) => connection::run(ctx, s, peer, local, shutdown).await,
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "SIP TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "SIP TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

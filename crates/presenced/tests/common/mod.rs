@@ -23,6 +23,8 @@ pub struct Server {
     pub addr: String,
     /// The SIP address, when started with `--sip`.
     pub sip: Option<String>,
+    /// The SIP over TLS address, when started with `--sip-tls`.
+    pub tls_sip: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -71,6 +73,7 @@ impl Server {
             base: format!("http://{addr}"),
             addr,
             sip: field("sip="),
+            tls_sip: field("sip-tls="),
             data_dir: data_dir.to_path_buf(),
         }
     }

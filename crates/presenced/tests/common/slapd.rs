@@ -23,9 +23,9 @@ pub struct Slapd {
     pub dir: tempfile::TempDir,
 }
 
-/// Makes a test CA and a server certificate for 127.0.0.1 with openssl; returns the
-/// slapd TLS directives.
-fn make_certificates(d: &std::path::Path) -> String {
+/// Makes a test CA (`ca.pem`) and a server certificate for 127.0.0.1 (`server.pem`,
+/// `server.key`) in `d` with openssl.
+pub fn make_certificates(d: &std::path::Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -103,10 +103,6 @@ fn make_certificates(d: &std::path::Path) -> String {
         "-extfile",
         "server.ext",
     ]);
-    format!(
-        "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n",
-        d = d.display()
-    )
 }
 
 fn free_port() -> u16 {
@@ -171,7 +167,11 @@ impl Slapd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let tls_conf = if tls {
-            make_certificates(d)
+            make_certificates(d);
+            format!(
+                "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n",
+                d = d.display()
+            )
         } else {
             String::new()
         };
