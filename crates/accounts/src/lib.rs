@@ -56,6 +56,8 @@ pub struct AccountInfo {
     pub uri: UserUri,
     pub display_name: String,
     pub created: Timestamp,
+    /// Disabled by the directory.
+    pub disabled: bool,
 }
 
 impl From<&Account> for AccountInfo {
@@ -64,6 +66,7 @@ impl From<&Account> for AccountInfo {
             uri: a.uri.clone(),
             display_name: a.display_name.clone(),
             created: a.created,
+            disabled: a.disabled,
         }
     }
 }
@@ -217,17 +220,6 @@ impl Accounts {
             Some(a) if !a.disabled => Ok(self.store.directory_dn(uri)?),
             _ => Ok(None),
         }
-    }
-
-    /// The account, disabled or not (the `disabled` flag included).
-    pub fn account_state(
-        &self,
-        uri: &UserUri,
-    ) -> Result<Option<(AccountInfo, bool)>, AccountError> {
-        Ok(self
-            .store
-            .account(uri)?
-            .map(|a| (AccountInfo::from(&a), a.disabled)))
     }
 
     pub fn set_password(&self, uri: &UserUri, password: &str) -> Result<(), AccountError> {
@@ -502,7 +494,7 @@ mod tests {
             None,
             "disabled: sessions end"
         );
-        assert!(accounts.account_state(&u).unwrap().unwrap().1);
+        assert!(accounts.get(&u).unwrap().unwrap().disabled);
         // A local user the directory disables cannot sign in with the local password.
         let l = UserUri::parse("lee@example.com").unwrap();
         accounts.add(&l, "Lee", "pw").unwrap();

@@ -65,6 +65,7 @@ impl LdapSource {
             .await
             .map_err(unreachable)?;
         ldap3::drive!(conn);
+        // Covers the bind that follows; each later operation sets its own.
         ldap.with_timeout(Duration::from_secs(self.config.timeout_secs));
         Ok(ldap)
     }
@@ -91,6 +92,8 @@ impl LdapSource {
             Box::new(PagedResults::new(self.config.page_size as i32)),
         ];
         let search = |e: ldap3::LdapError| DirectoryError::Search(e.to_string());
+        // ldap3's timeout covers the next operation only: set it again for the search.
+        ldap.with_timeout(Duration::from_secs(self.config.timeout_secs));
         let mut stream = ldap
             .streaming_search_with(
                 adapters,
@@ -136,6 +139,7 @@ impl LdapSource {
             return Ok(false);
         }
         let mut ldap = self.connect().await?;
+        ldap.with_timeout(Duration::from_secs(self.config.timeout_secs));
         let ok = match ldap.simple_bind(dn, password).await {
             Ok(result) => result.success().is_ok(),
             Err(e) => {

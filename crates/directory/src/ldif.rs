@@ -49,20 +49,21 @@ pub fn parse(text: &str) -> Result<Vec<Record>, String> {
             records.extend(current.take());
             continue;
         }
-        let (name, value) = if let Some((k, v)) = line.split_once("::") {
-            let bytes = STANDARD
-                .decode(v.trim())
-                .map_err(|e| format!("line {lineno}: bad base64 value: {e}"))?;
-            let value = String::from_utf8(bytes)
-                .map_err(|_| format!("line {lineno}: value is not UTF-8"))?;
-            (k.trim().to_string(), value)
-        } else if let Some((k, v)) = line.split_once(':') {
-            if v.starts_with('<') {
-                return Err(format!("line {lineno}: URL values are not supported"));
-            }
-            (k.trim().to_string(), v.trim().to_string())
-        } else {
+        let Some((k, rest)) = line.split_once(':') else {
             return Err(format!("line {lineno}: expected `attribute: value`"));
+        };
+        let (name, value) = if let Some(b64) = rest.strip_prefix(':') {
+            let bytes = STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("line {lineno}: bad base64 value: {e}"))?;
+            // Binary values (an objectGUID) are kept as hex, their stable text form.
+            let value = String::from_utf8(bytes.clone())
+                .unwrap_or_else(|_| bytes.iter().map(|b| format!("{b:02x}")).collect());
+            (k.trim().to_string(), value)
+        } else if rest.starts_with('<') {
+            return Err(format!("line {lineno}: URL values are not supported"));
+        } else {
+            (k.trim().to_string(), rest.trim().to_string())
         };
         match (&mut current, name.as_str()) {
             (None, "version") if records.is_empty() => {}
@@ -96,6 +97,13 @@ mod tests {
         assert_eq!(r[0].get("DISPLAYNAME").as_deref(), Some("Alice Anders"));
         assert_eq!(r[0].get("description").as_deref(), Some("a long line"));
         assert_eq!(r[1].get("mail").as_deref(), Some("bob@example.com"));
+    }
+
+    #[test]
+    fn colons_in_values_and_binary_values() {
+        let r = parse("dn: cn=x\nipHostNumber: fe80::1\nobjectGUID:: AAEC/w==\n").unwrap();
+        assert_eq!(r[0].get("ipHostNumber").as_deref(), Some("fe80::1"));
+        assert_eq!(r[0].get("objectGUID").as_deref(), Some("000102ff"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! acknowledgement.
 //!
 //! Concurrency: each presentity is one [`PresentityCell`] behind its own lock, which
-//! is its single writer. No code path holds two presentity locks at once. Operations
+//! is its single writer. Only the directory batch holds several presentity locks at
+//! once, and it takes them in URI order; everything else holds at most one. Operations
 //! are synchronous (they may wait for the store's fsync); async front ends call them
 //! through `spawn_blocking`. Deliveries go into per-subscriber queues
 //! ([`queue::Subscriber`]) which never block the writer.

@@ -118,6 +118,13 @@ pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> R
         let previous = by_key
             .get(entry.key.as_str())
             .or_else(|| by_uri.get(&entry.uri));
+        // Same directory entry, new SIP address: the old address is disabled.
+        if let Some(p) = previous.filter(|p| p.key == entry.key && p.uri != entry.uri && p.enabled)
+            && let Ok(mut old) = serde_json::from_str::<DirectoryEntry>(&p.fingerprint)
+        {
+            old.enabled = false;
+            work.push((Kind::Disabled, old));
+        }
         match previous {
             None => work.push((Kind::Added, entry)),
             Some(p) if p.fingerprint == entry.fingerprint() && p.key == entry.key => {

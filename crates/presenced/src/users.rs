@@ -61,7 +61,13 @@ pub fn remove(data_dir: &Path, user: &str) -> Result<()> {
 pub fn list(data_dir: &Path) -> Result<()> {
     let (_, accounts) = open_accounts(data_dir)?;
     for a in accounts.list()? {
-        println!("{}\t{}\t{}", a.uri, a.display_name, a.created.to_rfc3339());
+        let state = if a.disabled { "\tdisabled" } else { "" };
+        println!(
+            "{}\t{}\t{}{state}",
+            a.uri,
+            a.display_name,
+            a.created.to_rfc3339()
+        );
     }
     Ok(())
 }

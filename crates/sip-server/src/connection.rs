@@ -376,9 +376,9 @@ impl Conn {
                 let u = user.clone();
                 let signed_in = self
                     .blocking(move || {
-                        let name = match accounts.account_state(&u) {
-                            Ok(Some((info, false))) => info.display_name,
-                            Ok(Some((_, true))) => return Err(EngineError::Disabled(u)),
+                        let name = match accounts.get(&u) {
+                            Ok(Some(info)) if !info.disabled => info.display_name,
+                            Ok(Some(_)) => return Err(EngineError::Disabled(u)),
                             _ => return Err(EngineError::UnknownUser(u)),
                         };
                         engine.sign_in(&u, &name, Some(ttl))
