@@ -8,7 +8,7 @@
 //! to the same engine calls as the HTTP API, so SIP and WebSocket watchers of one
 //! presentity see the same thing. Closing the connection signs the endpoint out.
 
-mod auth;
+pub mod auth;
 mod bodies;
 mod connection;
 pub mod ntlm;
