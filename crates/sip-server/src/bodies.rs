@@ -3,6 +3,8 @@
 //! categories, contactList, the 409 fault).
 
 use presence_engine::CategoryView;
+use presence_model::Timestamp;
+use presence_model::aggregation::{BLOCKED_AVAILABILITY, STATE_NS};
 use presence_model::contacts::ContactList;
 use presence_model::membership::ContainerUpdate;
 use presence_model::publication::Conflict;
@@ -239,13 +241,44 @@ fn category(out: &mut String, i: &CategoryInstance, owner: bool) {
 
 /// A `<categories>` document of one presentity: the instances of each view, and an
 /// empty `<category name=.../>` for a view with none (MS-PRES: nothing visible).
-pub fn categories(uri: &UserUri, views: &[std::sync::Arc<CategoryView>]) -> String {
+///
+/// One exception for watchers: SIPE ignores a `state` category without a `<state>`
+/// element, so a watcher's empty state view is sent as the offline aggregate (18500),
+/// stamped `now`; the JSON side keeps "nothing visible".
+pub fn watcher_categories(
+    uri: &UserUri,
+    views: &[std::sync::Arc<CategoryView>],
+    now: Timestamp,
+) -> String {
+    write_categories(uri, views, Some(now))
+}
+
+/// A `<categories>` document as it is (the owner's roaming data).
+fn categories(uri: &UserUri, views: &[std::sync::Arc<CategoryView>]) -> String {
+    write_categories(uri, views, None)
+}
+
+fn write_categories(
+    uri: &UserUri,
+    views: &[std::sync::Arc<CategoryView>],
+    offline_at: Option<Timestamp>,
+) -> String {
     let mut out = format!(
         "<categories xmlns=\"{CATEGORIES_NS}\" uri=\"{}\">",
         escape(&uri.to_sip())
     );
     for v in views {
-        if v.instances.is_empty() {
+        if let Some(now) =
+            offline_at.filter(|_| v.instances.is_empty() && &*v.name == "state" && !v.owner)
+        {
+            let _ = write!(
+                out,
+                "<category name=\"state\" instance=\"1\" publishTime=\"{}\"><state xmlns=\"{STATE_NS}\" \
+                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"aggregateState\">\
+                 <availability>{BLOCKED_AVAILABILITY}</availability></state></category>",
+                now.to_ms_pres()
+            );
+        } else if v.instances.is_empty() {
             let _ = write!(out, "<category name=\"{}\"/>", escape(&v.name));
         }
         for i in &v.instances {

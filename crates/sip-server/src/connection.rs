@@ -108,6 +108,8 @@ fn diagnostics(mut r: Message, reason: &str) -> Message {
         "ms-diagnostics",
         format!("1000;reason=\"{reason}\";source=\"presenced\""),
     );
+    // SIPE shows a refusal's reason only from Warning (or ms-diagnostics-public).
+    r.push_header("Warning", format!("310 presenced \"{reason}\""));
     r
 }
 
@@ -393,6 +395,7 @@ impl Conn {
                             self.dialogs.clone(),
                             self.out.clone(),
                             Outbound {
+                                clock: *self.ctx.engine.clock(),
                                 local: self.local.clone(),
                                 expires: self.ctx.config.subscribe_expires,
                                 auth: self.auth.clone(),
@@ -796,6 +799,7 @@ fn owner_views(
 /// What outgoing requests need: our address, the lifetime to announce, and the
 /// connection's NTLM state to sign with.
 struct Outbound {
+    clock: presence_engine::Clock,
     local: String,
     expires: u32,
     auth: Arc<Mutex<State>>,
@@ -859,7 +863,7 @@ async fn deliver(
                 match &d {
                     Delivery::Categories { uri, views, .. } => {
                         if let Some(dialog) = dl.presence.as_mut() {
-                            let body = bodies::categories(uri, views);
+                            let body = bodies::watcher_categories(uri, views, ob.clock.now());
                             frames.push(benotify(
                                 dialog,
                                 &user,

@@ -1,0 +1,691 @@
+/*
+ * A headless Pidgin SIPE client for end-to-end tests.
+ *
+ * Usage: sipe-harness USER SERVER USERDIR [PASSWORD]
+ *   USER     alice@example.com
+ *   SERVER   127.0.0.1:PORT (plain TCP)
+ *   USERDIR  an empty directory for libpurple's files (one per run)
+ *   PASSWORD for NTLM (default "secret"; SIPE needs one even when it is not asked)
+ *
+ * It signs USER in with the libpurple protocol plugin prpl-sipe and writes one line
+ * per event to stdout (flushed after every line):
+ *
+ *   signed-on
+ *   signed-off
+ *   connection-error <reason code> <text>
+ *   group-added <name>             (SIPE has the contact list once "Other Contacts" is there)
+ *   buddy-added <name>
+ *   buddy-removed <name>
+ *   buddy-signed-on <name> <status id> <message>
+ *   buddy-signed-off <name> <status id> <message>
+ *   buddy-status <name> <status id> <message>
+ *   request <kind> <title> (a dialog that was answered with its default)
+ *   notify <title> <primary> <secondary>
+ *   ok <command> | error <text> (the answer to each command)
+ *
+ * Commands, one per line on stdin:
+ *
+ *   status <status id> [message]   set our own status (and note)
+ *   add <user>                     add a buddy to "Other Contacts"
+ *   remove <user>                  remove a buddy
+ *   block <user>                   deny-list a user (SIPE: container 32000)
+ *   unblock <user>                 remove a user from the deny list
+ *   list                           print every buddy as a buddy-status line
+ *   quit                           sign out and exit (so does end of input)
+ *
+ * Set SIPE_HARNESS_DEBUG=1 to get libpurple's and SIPE's debug log on stderr (every
+ * line prefixed with USER, as two clients may share one stderr).
+ */
+
+#include <glib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <account.h>
+#include <blist.h>
+#include <connection.h>
+#include <core.h>
+#include <debug.h>
+#include <eventloop.h>
+#include <notify.h>
+#include <plugin.h>
+#include <prefs.h>
+#include <privacy.h>
+#include <request.h>
+#include <savedstatuses.h>
+#include <signals.h>
+#include <status.h>
+#include <util.h>
+
+#define UI_ID "presenced-sipe-harness"
+#define GROUP "Other Contacts"
+
+static GMainLoop *loop;
+static PurpleAccount *account;
+static gboolean debug_on;
+static gboolean quitting;
+
+/* ---- output ------------------------------------------------------------ */
+
+/* One event line; tabs, CR and LF in the fields become spaces. */
+static void emit(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void emit(const char *fmt, ...)
+{
+	va_list ap;
+	gchar *line;
+	gchar *p;
+
+	va_start(ap, fmt);
+	line = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	for (p = line; *p; p++) {
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	}
+	fputs(line, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	g_free(line);
+}
+
+static const char *or_empty(const char *s)
+{
+	return s ? s : "";
+}
+
+/* ---- event loop: libpurple on the GLib main loop ------------------------ */
+
+struct watch {
+	PurpleInputFunction func;
+	gpointer data;
+};
+
+static gboolean watch_ready(GIOChannel *channel, GIOCondition cond, gpointer data)
+{
+	struct watch *w = data;
+	int purple_cond = 0;
+
+	if (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+		purple_cond |= PURPLE_INPUT_READ;
+	if (cond & (G_IO_OUT | G_IO_HUP | G_IO_ERR | G_IO_NVAL))
+		purple_cond |= PURPLE_INPUT_WRITE;
+	w->func(w->data, g_io_channel_unix_get_fd(channel), (PurpleInputCondition)purple_cond);
+	return TRUE;
+}
+
+static guint loop_input_add(gint fd, PurpleInputCondition cond, PurpleInputFunction func,
+			    gpointer data)
+{
+	struct watch *w = g_new0(struct watch, 1);
+	GIOChannel *channel = g_io_channel_unix_new(fd);
+	int glib_cond = 0;
+	guint id;
+
+	w->func = func;
+	w->data = data;
+	if (cond & PURPLE_INPUT_READ)
+		glib_cond |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+	if (cond & PURPLE_INPUT_WRITE)
+		glib_cond |= G_IO_OUT | G_IO_HUP | G_IO_ERR | G_IO_NVAL;
+	id = g_io_add_watch_full(channel, G_PRIORITY_DEFAULT, (GIOCondition)glib_cond,
+				 watch_ready, w, g_free);
+	g_io_channel_unref(channel);
+	return id;
+}
+
+static PurpleEventLoopUiOps loop_ops = {
+	.timeout_add = g_timeout_add,
+	.timeout_remove = g_source_remove,
+	.input_add = loop_input_add,
+	.input_remove = g_source_remove,
+	.timeout_add_seconds = g_timeout_add_seconds,
+};
+
+/* ---- debug log to stderr, on request ------------------------------------ */
+
+static const char *debug_prefix = "";
+
+/* Every line gets the user as a prefix: two clients may share one stderr. */
+static void debug_print(PurpleDebugLevel level, const char *category, const char *text)
+{
+	gchar **lines = g_strsplit(or_empty(text), "\n", -1);
+	gchar **l;
+
+	(void)level;
+	for (l = lines; *l; l++) {
+		if (!**l && !l[1])
+			break; /* after the final newline */
+		fprintf(stderr, "%s| [%s] %s\n", debug_prefix, or_empty(category), *l);
+	}
+	g_strfreev(lines);
+}
+
+static gboolean debug_enabled(PurpleDebugLevel level, const char *category)
+{
+	(void)level;
+	(void)category;
+	return debug_on;
+}
+
+static PurpleDebugUiOps debug_ops = {
+	.print = debug_print,
+	.is_enabled = debug_enabled,
+};
+
+/* ---- dialogs: every request is answered with its default, later --------- */
+
+/*
+ * libpurple registers a request's handle after the UI callback returns, so the
+ * answer is given from an idle callback; a request closed before that is dropped.
+ */
+enum answer_kind { ANSWER_ACTION, ANSWER_INPUT, ANSWER_CHOICE, ANSWER_FIELDS, ANSWER_AUTHORIZE };
+
+struct answer {
+	enum answer_kind kind;
+	PurpleRequestType type;
+	guint source;
+	GCallback cb;
+	gpointer user_data;
+	int index;
+	gchar *text;
+	PurpleRequestFields *fields;
+};
+
+static void answer_free(struct answer *a)
+{
+	if (a->source)
+		g_source_remove(a->source);
+	g_free(a->text);
+	g_free(a);
+}
+
+static gboolean answer_now(gpointer data)
+{
+	struct answer *a = data;
+	PurpleRequestType type = a->type;
+
+	a->source = 0;
+	switch (a->kind) {
+	case ANSWER_ACTION:
+	case ANSWER_CHOICE:
+		if (a->cb)
+			((PurpleRequestActionCb)a->cb)(a->user_data, a->index);
+		break;
+	case ANSWER_INPUT:
+		if (a->cb)
+			((PurpleRequestInputCb)a->cb)(a->user_data, a->text);
+		break;
+	case ANSWER_FIELDS:
+		if (a->cb)
+			((PurpleRequestFieldsCb)a->cb)(a->user_data, a->fields);
+		break;
+	case ANSWER_AUTHORIZE:
+		/* libpurple frees its request info in this callback: nothing to close. */
+		((PurpleAccountRequestAuthorizationCb)a->cb)(a->user_data);
+		g_free(a->text);
+		g_free(a);
+		return FALSE;
+	}
+	/*
+	 * Closing the request makes libpurple call close_request, which frees a (if the
+	 * callback closed it already, libpurple no longer knows the handle: no-op).
+	 */
+	purple_request_close(type, a);
+	return FALSE;
+}
+
+static struct answer *answer_later(enum answer_kind kind, PurpleRequestType type, GCallback cb,
+				   gpointer user_data)
+{
+	struct answer *a = g_new0(struct answer, 1);
+
+	a->kind = kind;
+	a->type = type;
+	a->cb = cb;
+	a->user_data = user_data;
+	a->source = g_idle_add(answer_now, a);
+	return a;
+}
+
+static void *request_input(const char *title, const char *primary, const char *secondary,
+			   const char *default_value, gboolean multiline, gboolean masked,
+			   gchar *hint, const char *ok_text, GCallback ok_cb,
+			   const char *cancel_text, GCallback cancel_cb, PurpleAccount *acct,
+			   const char *who, PurpleConversation *conv, void *user_data)
+{
+	struct answer *a;
+
+	(void)secondary, (void)multiline, (void)masked, (void)hint, (void)ok_text;
+	(void)cancel_text, (void)cancel_cb, (void)acct, (void)who, (void)conv;
+	emit("request input %s", title ? title : or_empty(primary));
+	a = answer_later(ANSWER_INPUT, PURPLE_REQUEST_INPUT, ok_cb, user_data);
+	a->text = g_strdup(or_empty(default_value));
+	return a;
+}
+
+static void *request_choice(const char *title, const char *primary, const char *secondary,
+			    int default_value, const char *ok_text, GCallback ok_cb,
+			    const char *cancel_text, GCallback cancel_cb, PurpleAccount *acct,
+			    const char *who, PurpleConversation *conv, void *user_data,
+			    va_list choices)
+{
+	struct answer *a;
+
+	(void)secondary, (void)ok_text, (void)cancel_text, (void)cancel_cb, (void)acct;
+	(void)who, (void)conv, (void)choices;
+	emit("request choice %s", title ? title : or_empty(primary));
+	a = answer_later(ANSWER_CHOICE, PURPLE_REQUEST_CHOICE, ok_cb, user_data);
+	a->index = default_value;
+	return a;
+}
+
+static void *request_action(const char *title, const char *primary, const char *secondary,
+			    int default_action, PurpleAccount *acct, const char *who,
+			    PurpleConversation *conv, void *user_data, size_t action_count,
+			    va_list actions)
+{
+	GCallback chosen = NULL;
+	size_t i;
+	int index = default_action < 0 ? 0 : default_action;
+	int accept = -1;
+	GCallback accept_cb = NULL;
+	struct answer *a;
+
+	(void)secondary, (void)acct, (void)who, (void)conv;
+	/* The actions are (label, callback) pairs. An "Accept" action (the test
+	 * server's self-signed certificate) wins over the default. */
+	for (i = 0; i < action_count; i++) {
+		const char *label = va_arg(actions, const char *);
+		GCallback cb = va_arg(actions, GCallback);
+
+		if ((int)i == index)
+			chosen = cb;
+		if (accept < 0 && label && strstr(label, "Accept")) {
+			accept = (int)i;
+			accept_cb = cb;
+		}
+	}
+	if (accept >= 0) {
+		index = accept;
+		chosen = accept_cb;
+	}
+	emit("request action %s", title ? title : or_empty(primary));
+	a = answer_later(ANSWER_ACTION, PURPLE_REQUEST_ACTION, chosen, user_data);
+	a->index = index;
+	return a;
+}
+
+static void *request_fields(const char *title, const char *primary, const char *secondary,
+			    PurpleRequestFields *fields, const char *ok_text, GCallback ok_cb,
+			    const char *cancel_text, GCallback cancel_cb, PurpleAccount *acct,
+			    const char *who, PurpleConversation *conv, void *user_data)
+{
+	struct answer *a;
+
+	(void)secondary, (void)ok_text, (void)cancel_text, (void)cancel_cb, (void)acct;
+	(void)who, (void)conv;
+	emit("request fields %s", title ? title : or_empty(primary));
+	a = answer_later(ANSWER_FIELDS, PURPLE_REQUEST_FIELDS, ok_cb, user_data);
+	a->fields = fields;
+	return a;
+}
+
+static void close_request(PurpleRequestType type, void *ui_handle)
+{
+	(void)type;
+	answer_free(ui_handle);
+}
+
+static PurpleRequestUiOps request_ops = {
+	.request_input = request_input,
+	.request_choice = request_choice,
+	.request_action = request_action,
+	.request_fields = request_fields,
+	.close_request = close_request,
+};
+
+static void *request_authorize(PurpleAccount *acct, const char *remote_user, const char *id,
+			       const char *alias, const char *message, gboolean on_list,
+			       PurpleAccountRequestAuthorizationCb authorize_cb,
+			       PurpleAccountRequestAuthorizationCb deny_cb, void *user_data)
+{
+	(void)acct, (void)id, (void)alias, (void)message, (void)on_list, (void)deny_cb;
+	emit("request authorize %s", or_empty(remote_user));
+	return answer_later(ANSWER_AUTHORIZE, PURPLE_REQUEST_ACTION, (GCallback)authorize_cb,
+			    user_data);
+}
+
+static void close_account_request(void *ui_handle)
+{
+	answer_free(ui_handle);
+}
+
+static void request_add(PurpleAccount *acct, const char *remote_user, const char *id,
+			const char *alias, const char *message)
+{
+	(void)acct, (void)id, (void)alias, (void)message;
+	emit("request add %s", or_empty(remote_user));
+}
+
+static PurpleAccountUiOps account_ops = {
+	.request_add = request_add,
+	.request_authorize = request_authorize,
+	.close_account_request = close_account_request,
+};
+
+static void *notify_message(PurpleNotifyMsgType type, const char *title, const char *primary,
+			    const char *secondary)
+{
+	(void)type;
+	emit("notify %s | %s | %s", or_empty(title), or_empty(primary), or_empty(secondary));
+	return NULL;
+}
+
+static PurpleNotifyUiOps notify_ops = {
+	.notify_message = notify_message,
+};
+
+/* ---- events ------------------------------------------------------------- */
+
+static void buddy_line(const char *event, PurpleBuddy *buddy, PurpleStatus *status)
+{
+	const char *message;
+
+	if (purple_buddy_get_account(buddy) != account)
+		return;
+	if (!status)
+		status = purple_presence_get_active_status(purple_buddy_get_presence(buddy));
+	message = status ? purple_status_get_attr_string(status, "message") : NULL;
+	emit("%s %s %s %s", event, purple_buddy_get_name(buddy),
+	     status ? purple_status_get_id(status) : "unknown", or_empty(message));
+}
+
+static void on_buddy_status(PurpleBuddy *buddy, PurpleStatus *old, PurpleStatus *now)
+{
+	(void)old;
+	buddy_line("buddy-status", buddy, now);
+}
+
+static void on_buddy_signed_on(PurpleBuddy *buddy)
+{
+	buddy_line("buddy-signed-on", buddy, NULL);
+}
+
+static void on_buddy_signed_off(PurpleBuddy *buddy)
+{
+	buddy_line("buddy-signed-off", buddy, NULL);
+}
+
+static void on_buddy_added(PurpleBuddy *buddy)
+{
+	if (purple_buddy_get_account(buddy) == account)
+		emit("buddy-added %s", purple_buddy_get_name(buddy));
+}
+
+static void on_buddy_removed(PurpleBuddy *buddy)
+{
+	if (purple_buddy_get_account(buddy) == account)
+		emit("buddy-removed %s", purple_buddy_get_name(buddy));
+}
+
+/*
+ * SIPE creates its groups when it processes the contact list from the server, which
+ * arrives after signed-on: a buddy added before that is lost (SIPE does not know the
+ * group yet, and the list then removes the buddy). Tests wait for this event.
+ */
+static void on_node_added(PurpleBlistNode *node)
+{
+	if (PURPLE_BLIST_NODE_IS_GROUP(node))
+		emit("group-added %s", purple_group_get_name((PurpleGroup *)node));
+}
+
+static void on_signed_on(PurpleConnection *gc)
+{
+	(void)gc;
+	emit("signed-on");
+}
+
+static void on_signed_off(PurpleConnection *gc)
+{
+	(void)gc;
+	emit("signed-off");
+	if (quitting)
+		g_main_loop_quit(loop);
+}
+
+static void on_connection_error(PurpleConnection *gc, PurpleConnectionError reason,
+				const char *text)
+{
+	(void)gc;
+	emit("connection-error %d %s", (int)reason, or_empty(text));
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+/* SIPE's buddy names are sip: URIs. */
+static gchar *buddy_uri(const char *who)
+{
+	gchar *lower = g_ascii_strdown(who, -1);
+	gchar *uri;
+
+	if (g_str_has_prefix(lower, "sip:"))
+		return lower;
+	uri = g_strconcat("sip:", lower, NULL);
+	g_free(lower);
+	return uri;
+}
+
+static void quit(void)
+{
+	if (quitting)
+		return;
+	quitting = TRUE;
+	if (purple_account_is_disconnected(account)) {
+		g_main_loop_quit(loop);
+		return;
+	}
+	/* Disconnecting emits signed-off, which ends the loop. */
+	purple_account_set_enabled(account, UI_ID, FALSE);
+	if (purple_account_is_disconnected(account))
+		g_main_loop_quit(loop);
+}
+
+static void command(gchar *line)
+{
+	gchar **words = g_strsplit(g_strstrip(line), " ", 3);
+	const char *verb = words[0] ? words[0] : "";
+	const char *arg = words[0] && words[1] ? words[1] : NULL;
+
+	if (!*verb) {
+		/* blank line */
+	} else if (g_str_equal(verb, "quit")) {
+		emit("ok quit");
+		quit();
+	} else if (g_str_equal(verb, "list")) {
+		GSList *buddies = purple_find_buddies(account, NULL);
+		GSList *l;
+
+		for (l = buddies; l; l = l->next)
+			buddy_line("buddy-status", l->data, NULL);
+		g_slist_free(buddies);
+		emit("ok list");
+	} else if (!arg) {
+		emit("error %s needs an argument", verb);
+	} else if (!purple_account_is_connected(account)) {
+		emit("error not signed in");
+	} else if (g_str_equal(verb, "status")) {
+		const char *message = words[2];
+
+		if (!purple_account_get_status(account, arg)) {
+			emit("error unknown status %s", arg);
+		} else {
+			if (message)
+				purple_account_set_status(account, arg, TRUE, "message", message,
+							  NULL);
+			else
+				purple_account_set_status(account, arg, TRUE, NULL);
+			emit("ok status");
+		}
+	} else if (g_str_equal(verb, "add")) {
+		gchar *uri = buddy_uri(arg);
+		PurpleGroup *group = purple_find_group(GROUP);
+
+		if (purple_find_buddy(account, uri)) {
+			emit("error %s is already a buddy", uri);
+		} else {
+			PurpleBuddy *buddy = purple_buddy_new(account, uri, NULL);
+
+			if (!group) {
+				group = purple_group_new(GROUP);
+				purple_blist_add_group(group, NULL);
+			}
+			purple_blist_add_buddy(buddy, NULL, group, NULL);
+			purple_account_add_buddy(account, buddy);
+			emit("ok add");
+		}
+		g_free(uri);
+	} else if (g_str_equal(verb, "remove")) {
+		gchar *uri = buddy_uri(arg);
+		PurpleBuddy *buddy = purple_find_buddy(account, uri);
+
+		if (!buddy) {
+			emit("error %s is not a buddy", uri);
+		} else {
+			purple_account_remove_buddy(account, buddy, purple_buddy_get_group(buddy));
+			purple_blist_remove_buddy(buddy);
+			emit("ok remove");
+		}
+		g_free(uri);
+	} else if (g_str_equal(verb, "block")) {
+		gchar *uri = buddy_uri(arg);
+
+		/* Not local only: libpurple calls the protocol's add_deny. */
+		if (purple_privacy_deny_add(account, uri, FALSE))
+			emit("ok block");
+		else
+			emit("error %s is already blocked", uri);
+		g_free(uri);
+	} else if (g_str_equal(verb, "unblock")) {
+		gchar *uri = buddy_uri(arg);
+
+		if (purple_privacy_deny_remove(account, uri, FALSE))
+			emit("ok unblock");
+		else
+			emit("error %s is not blocked", uri);
+		g_free(uri);
+	} else {
+		emit("error unknown command %s", verb);
+	}
+	g_strfreev(words);
+}
+
+static gboolean stdin_ready(GIOChannel *channel, GIOCondition cond, gpointer data)
+{
+	gchar *line = NULL;
+	GIOStatus st;
+
+	(void)cond, (void)data;
+	st = g_io_channel_read_line(channel, &line, NULL, NULL, NULL);
+	if (st == G_IO_STATUS_AGAIN)
+		return TRUE;
+	if (st != G_IO_STATUS_NORMAL) {
+		/* End of input: the test is gone. */
+		quit();
+		return FALSE;
+	}
+	command(line);
+	g_free(line);
+	return TRUE;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static PurpleCoreUiOps core_ops;
+
+int main(int argc, char **argv)
+{
+	static int handle;
+	GIOChannel *in;
+	PurpleSavedStatus *saved;
+
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr, "usage: %s USER SERVER USERDIR [PASSWORD]\n", argv[0]);
+		return 2;
+	}
+	debug_on = g_getenv("SIPE_HARNESS_DEBUG") != NULL;
+	debug_prefix = argv[1];
+	loop = g_main_loop_new(NULL, FALSE);
+
+	purple_util_set_user_dir(argv[3]);
+	/* Debug output goes only through debug_ops (never libpurple's own stdout). */
+	purple_debug_set_enabled(FALSE);
+	purple_debug_set_verbose(debug_on);
+	purple_debug_set_unsafe(debug_on);
+	purple_debug_set_ui_ops(&debug_ops);
+	purple_core_set_ui_ops(&core_ops);
+	purple_eventloop_set_ui_ops(&loop_ops);
+	purple_request_set_ui_ops(&request_ops);
+	purple_accounts_set_ui_ops(&account_ops);
+	purple_notify_set_ui_ops(&notify_ops);
+	if (!purple_core_init(UI_ID)) {
+		emit("connection-error -1 libpurple did not initialise");
+		return 1;
+	}
+	purple_set_blist(purple_blist_new());
+	purple_blist_load();
+	purple_prefs_load();
+	/* Idleness must not change the status during a test. */
+	purple_prefs_set_string("/purple/away/idle_reporting", "none");
+	purple_prefs_set_bool("/purple/away/away_when_idle", FALSE);
+
+	if (!purple_find_prpl("prpl-sipe")) {
+		emit("connection-error -1 the prpl-sipe plugin is not installed");
+		return 1;
+	}
+
+	purple_signal_connect(purple_connections_get_handle(), "signed-on", &handle,
+			      PURPLE_CALLBACK(on_signed_on), NULL);
+	purple_signal_connect(purple_connections_get_handle(), "signed-off", &handle,
+			      PURPLE_CALLBACK(on_signed_off), NULL);
+	purple_signal_connect(purple_connections_get_handle(), "connection-error", &handle,
+			      PURPLE_CALLBACK(on_connection_error), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "buddy-status-changed", &handle,
+			      PURPLE_CALLBACK(on_buddy_status), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "buddy-signed-on", &handle,
+			      PURPLE_CALLBACK(on_buddy_signed_on), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "buddy-signed-off", &handle,
+			      PURPLE_CALLBACK(on_buddy_signed_off), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "buddy-added", &handle,
+			      PURPLE_CALLBACK(on_buddy_added), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "buddy-removed", &handle,
+			      PURPLE_CALLBACK(on_buddy_removed), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "blist-node-added", &handle,
+			      PURPLE_CALLBACK(on_node_added), NULL);
+
+	account = purple_account_new(argv[1], "prpl-sipe");
+	purple_account_set_password(account, argc == 5 ? argv[4] : "secret");
+	purple_account_set_string(account, "server", argv[2]);
+	/* SIPE_TRANSPORT=tls selects TLS; TCP otherwise. */
+	purple_account_set_string(account, "transport",
+				  getenv("SIPE_TRANSPORT") ? getenv("SIPE_TRANSPORT") : "tcp");
+	purple_account_set_string(account, "authentication", "ntlm");
+	purple_account_set_bool(account, "sso", FALSE);
+	/* No calendar (EWS) autodiscovery or HTTP requests. */
+	purple_account_set_bool(account, "dont-publish", TRUE);
+	purple_account_set_string(account, "email_url", "");
+	purple_accounts_add(account);
+
+	in = g_io_channel_unix_new(0);
+	g_io_add_watch(in, G_IO_IN | G_IO_HUP | G_IO_ERR, stdin_ready, NULL);
+
+	purple_account_set_enabled(account, UI_ID, TRUE);
+	saved = purple_savedstatus_new(NULL, PURPLE_STATUS_AVAILABLE);
+	purple_savedstatus_activate(saved);
+
+	g_main_loop_run(loop);
+
+	g_io_channel_unref(in);
+	purple_core_quit();
+	return 0;
+}
