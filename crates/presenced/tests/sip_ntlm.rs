@@ -297,6 +297,35 @@ async fn ntlm_sign_in_signatures_and_refusals() {
     let refused = alice.recv_until_response().await;
     assert_eq!(status(&refused), 403);
 
+    // A replayed signed request (same message number) is refused.
+    alice.send(&sub).await;
+    let replay = alice.recv_until_response().await;
+    assert_eq!(status(&replay), 403, "{replay:?}");
+
+    // An unsigned REGISTER restarts the handshake, and until it completes nothing
+    // else is accepted on the connection.
+    let again = alice.request("REGISTER", "reg-again", &[], "");
+    alice.send(&again).await;
+    assert_eq!(status(&alice.recv_until_response().await), 401);
+    let sneaky = alice.request(
+        "SERVICE",
+        "svc-2",
+        &[(
+            "Content-Type",
+            "application/msrtc-category-publish+xml".into(),
+        )],
+        "<publish/>",
+    );
+    alice.send(&sneaky).await;
+    let refused = alice.recv_until_response().await;
+    assert_eq!(status(&refused), 403);
+    assert!(
+        refused
+            .header("ms-diagnostics")
+            .unwrap()
+            .contains("authenticate first")
+    );
+
     // A user whose password lives only in the directory is told so.
     let mut d = Client::connect(&addr, "dora@example.com").await;
     let (r, _) = sign_in(&mut d, "anything").await;

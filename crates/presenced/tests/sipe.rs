@@ -534,3 +534,67 @@ async fn sipe_signs_in_with_ntlm_over_tls() {
     alice.quit().await;
     bob.quit().await;
 }
+
+/// Runs a SIPp scenario (Debian's sip-tester) against `addr`: `calls` calls at `rate`
+/// per second, one TCP connection each. Returns whether every call succeeded, and
+/// SIPp's output.
+fn sipp(addr: &str, scenario: &str, calls: u32, rate: u32) -> (bool, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    let out = std::process::Command::new("sipp")
+        .arg(addr)
+        .arg("-sf")
+        .arg(&path)
+        .args([
+            "-t",
+            "tn",
+            "-max_socket",
+            "100",
+            "-nostdin",
+            "-timeout",
+            "60s",
+        ])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp (Debian package sip-tester)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn sipp_hostile_input_while_sipe_clients_keep_working() {
+    let (_dir, server) = start_server_with(true);
+    let alice = Sipe::sign_in_with(&server, "alice@example.com", "pw").await;
+    let bob = Sipe::sign_in_with(&server, "bob@example.com", "pw").await;
+    let (mut alice, mut bob) = make_buddies(alice, bob).await;
+    let addr = server.sip.clone().unwrap();
+    for (scenario, calls, rate) in [
+        ("missing-header.xml", 20, 50),
+        ("unknown-method.xml", 20, 50),
+        ("oversized-body.xml", 10, 20),
+        ("register-flood.xml", 300, 100),
+    ] {
+        let a = addr.clone();
+        let (ok, out) = tokio::task::spawn_blocking(move || sipp(&a, scenario, calls, rate))
+            .await
+            .unwrap();
+        assert!(ok, "{scenario}: {out}");
+    }
+    // An XML bomb needs a registered connection; that server lets SIPp in without NTLM.
+    let (_dir2, open) = start_server();
+    let a = open.sip.clone().unwrap();
+    let (ok, out) = tokio::task::spawn_blocking(move || sipp(&a, "xml-bomb.xml", 10, 20))
+        .await
+        .unwrap();
+    assert!(ok, "xml-bomb.xml: {out}");
+
+    // Meanwhile the real clients were served, and still are.
+    alice.command("status busy After the storm").await;
+    bob.expect_buddy("alice@example.com", "busy", Some("After the storm"))
+        .await;
+    alice.quit().await;
+    bob.quit().await;
+}

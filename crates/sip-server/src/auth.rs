@@ -27,6 +27,8 @@ pub struct Association {
     pub opaque: String,
     keys: Keys,
     snum: u32,
+    /// Highest client message number seen: a replayed message is refused.
+    cnum: u64,
 }
 
 /// Failed sign-ins per user, shared by all connections.
@@ -123,11 +125,13 @@ impl Association {
             opaque,
             keys,
             snum: 0,
+            cnum: 0,
         }
     }
 
-    /// Whether a client message carries a valid signature.
-    pub fn verify(&self, m: &Message, target: &str) -> bool {
+    /// Whether a client message carries a valid signature and a message number above
+    /// every one seen before (no replays); a valid one advances the number.
+    pub fn verify(&mut self, m: &Message, target: &str) -> bool {
         let Some(p) = m.header("Authorization").map(params) else {
             return false;
         };
@@ -136,9 +140,17 @@ impl Association {
         else {
             return false;
         };
+        let Ok(n) = num.parse::<u64>() else {
+            return false;
+        };
         let text = signing_input(m, rand, num, target);
-        ntlm::signature(&self.keys.client_sign, &self.keys.client_seal, &text)
-            .eq_ignore_ascii_case(response)
+        let valid = ntlm::signature(&self.keys.client_sign, &self.keys.client_seal, &text)
+            .eq_ignore_ascii_case(response);
+        if valid && n > self.cnum {
+            self.cnum = n;
+            return true;
+        }
+        false
     }
 
     /// Signs a server message (response or BENOTIFY) in place.

@@ -59,6 +59,9 @@ struct Conn {
     deliveries: Option<tokio::task::JoinHandle<()>>,
     /// NTLM state, shared with the delivery task (which signs BENOTIFYs).
     auth: Arc<Mutex<State>>,
+    /// Signalled when the engine ends the endpoint (registration expired, user
+    /// disabled): the connection is then closed.
+    ended: Arc<tokio::sync::Notify>,
 }
 
 fn tag() -> String {
@@ -256,7 +259,7 @@ impl Conn {
             return false;
         };
         self.ctx.failures.clear(&user);
-        let association = Association::new(user, opaque, keys);
+        let mut association = Association::new(user, opaque, keys);
         // From version 4 on, the REGISTER carrying AUTHENTICATE is signed already.
         if p.contains_key("response") && !association.verify(req, &target) {
             *self.auth.lock() = State::None;
@@ -280,8 +283,14 @@ impl Conn {
         let Some(method) = req.method().cloned() else {
             return; // Responses: the client answers NOTIFY; BENOTIFY gets none.
         };
+        if let Method::Other(_) = method {
+            // Methods the server does not implement get 501, authenticated or not.
+            return self
+                .send(response(&req, 501, "Not Implemented", None))
+                .await;
+        }
         if !self.ctx.config.allow_unauthenticated {
-            let signed = match &*self.auth.lock() {
+            let signed = match &mut *self.auth.lock() {
                 State::Established(a) => Some(a.verify(&req, &self.ctx.config.target_name)),
                 _ => None,
             };
@@ -303,7 +312,13 @@ impl Conn {
                     );
                     return self.send(r).await;
                 }
-                (None, _) => {}
+                // Only REGISTER may arrive on a connection without a security
+                // association (also after a failed re-authentication).
+                (None, _) => {
+                    let r =
+                        diagnostics(response(&req, 403, "Forbidden", None), "authenticate first");
+                    return self.send(r).await;
+                }
             }
         }
         match method {
@@ -367,11 +382,18 @@ impl Conn {
             return;
         }
         let ttl = Duration::from_secs(expires as u64);
-        match &self.session {
-            Some(s) => {
-                let s = s.clone();
-                let _ = self.blocking(move || Ok(s.refresh(ttl))).await;
+        if let Some(s) = self.session.clone() {
+            let live = self
+                .blocking(move || Ok(s.refresh(ttl)))
+                .await
+                .unwrap_or(false);
+            if !live {
+                // The registration had ended (expiry, directory): sign in anew.
+                self.sign_out().await;
             }
+        }
+        match &self.session {
+            Some(_) => {}
             None => {
                 let accounts = self.ctx.accounts.clone();
                 let engine = self.ctx.engine.clone();
@@ -394,6 +416,7 @@ impl Conn {
                             user.clone(),
                             self.dialogs.clone(),
                             self.out.clone(),
+                            self.ended.clone(),
                             Outbound {
                                 clock: *self.ctx.engine.clock(),
                                 local: self.local.clone(),
@@ -848,12 +871,15 @@ async fn deliver(
     user: UserUri,
     dialogs: Arc<Mutex<Dialogs>>,
     out: mpsc::Sender<Vec<u8>>,
+    ended: Arc<tokio::sync::Notify>,
     ob: Outbound,
 ) {
     let subscriber = session.subscriber().clone();
     loop {
         let batch = subscriber.next().await;
         if batch.is_empty() {
+            // The engine ended the endpoint.
+            ended.notify_one();
             return;
         }
         for d in batch {
@@ -954,7 +980,9 @@ pub(crate) async fn run<S>(
         local: local.map(|a| a.to_string()).unwrap_or_default(),
         deliveries: None,
         auth: Arc::new(Mutex::new(State::None)),
+        ended: Arc::new(tokio::sync::Notify::new()),
     };
+    let ended = conn.ended.clone();
     let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -965,6 +993,10 @@ pub(crate) async fn run<S>(
                 Ok(n) => n,
             },
             _ = shutdown.changed() => break,
+            _ = ended.notified() => {
+                tracing::info!(%peer, "endpoint ended; closing the SIP connection");
+                break;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
