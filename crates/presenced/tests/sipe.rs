@@ -572,6 +572,7 @@ async fn sipp_hostile_input_while_sipe_clients_keep_working() {
     let (mut alice, mut bob) = make_buddies(alice, bob).await;
     let addr = server.sip.clone().unwrap();
     for (scenario, calls, rate) in [
+        ("malformed-start-line.xml", 20, 50),
         ("missing-header.xml", 20, 50),
         ("unknown-method.xml", 20, 50),
         ("oversized-body.xml", 10, 20),

@@ -67,12 +67,21 @@ pub enum ParseError {
         limit: usize,
         partial: Box<Message>,
     },
+    /// A request whose start line is unusable but whose headers could be read, so
+    /// it can still be answered (400, or 505 for another SIP version).
+    #[error("{source}")]
+    BadRequestLine {
+        source: Box<ParseError>,
+        partial: Box<Message>,
+        skip: Option<usize>,
+    },
 }
 
 impl ParseError {
     pub fn status(&self) -> u16 {
         match self {
             ParseError::BadVersion(_) => 505,
+            ParseError::BadRequestLine { source, .. } => source.status(),
             ParseError::HeadersTooLarge(_)
             | ParseError::TooManyHeaders(_)
             | ParseError::BodyTooLarge { .. } => 413,
@@ -84,14 +93,17 @@ impl ParseError {
         match self {
             ParseError::MissingHeader { partial, .. }
             | ParseError::BadContentLength { partial }
-            | ParseError::BodyTooLarge { partial, .. } => Some(partial),
+            | ParseError::BodyTooLarge { partial, .. }
+            | ParseError::BadRequestLine { partial, .. } => Some(partial),
             _ => None,
         }
     }
 
     pub fn skip(&self) -> Option<usize> {
         match self {
-            ParseError::MissingHeader { skip, .. } => *skip,
+            ParseError::MissingHeader { skip, .. } | ParseError::BadRequestLine { skip, .. } => {
+                *skip
+            }
             _ => None,
         }
     }
@@ -167,7 +179,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
     let head =
         std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::BadHeader("not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
-    let start = start_line(lines.next().unwrap_or_default())?;
+    let first = lines.next().unwrap_or_default();
+    let start = start_line(first);
+    // A bad status line cannot be answered; a bad request line can be, once the
+    // headers are read.
+    if first.starts_with("SIP/") {
+        start.clone()?;
+    }
     let mut headers: Vec<Header> = Vec::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
@@ -194,6 +212,29 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
         });
     }
     let header_len = end + 4;
+    let start = match start {
+        Ok(s) => s,
+        Err(source) => {
+            let partial = Box::new(Message {
+                start: StartLine::Request {
+                    method: Method::Other("?".into()),
+                    uri: "?".into(),
+                },
+                headers,
+                body: Vec::new(),
+            });
+            let skip = partial
+                .header("Content-Length")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l <= limits.max_body_bytes)
+                .map(|l| header_len + l);
+            return Err(ParseError::BadRequestLine {
+                source: Box::new(source),
+                partial,
+                skip,
+            });
+        }
+    };
     let mut partial = Box::new(Message {
         start,
         headers,
@@ -323,6 +364,17 @@ mod tests {
         let l = Limits::default();
         let status = |b: &[u8]| parse(b, &l).unwrap_err().status();
         assert_eq!(status(b"HELLO\r\n\r\n"), 400);
+        // A bad request line with readable headers can be answered and skipped.
+        let raw = b"REGISTER example.com SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 2\r\n\r\nhiNEXT";
+        let e = parse(raw, &l).unwrap_err();
+        assert_eq!((e.status(), e.skip()), (400, Some(raw.len() - 4)));
+        assert_eq!(e.partial().unwrap().header("Call-ID"), Some("c"));
+        let v = parse(
+            b"REGISTER sip:x SIP/3.0\r\nCall-ID: c\r\nContent-Length: 0\r\n\r\n",
+            &l,
+        )
+        .unwrap_err();
+        assert_eq!((v.status(), v.partial().is_some()), (505, true));
         assert_eq!(
             status(b"REGISTER sip:x SIP/3.0\r\nContent-Length: 0\r\n\r\n"),
             505
