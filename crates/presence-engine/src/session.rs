@@ -58,6 +58,28 @@ fn subscriber_type(r: Relation) -> SubscriberType {
 }
 
 impl SessionInner {
+    /// Resolves this watcher's view of a presentity and queues the full snapshot of
+    /// `categories`; returns the view.
+    fn push_snapshot(&self, state: &crate::PresentityState, categories: &[Arc<str>]) -> acl::View {
+        let watcher = &self.subscriber.watcher;
+        let relation = self.subscriber.relation;
+        let view = acl::resolve_container(
+            &state.doc,
+            Viewer::Watcher {
+                uri: watcher,
+                relation,
+            },
+        );
+        let snapshot = fanout::snapshot(&state.doc, view, categories);
+        self.subscriber.push_categories(
+            fanout::cell_addr(state),
+            state.doc.uri(),
+            snapshot,
+            Instant::now(),
+        );
+        view
+    }
+
     fn remove_edges(&self, active: &Active) {
         for cell in &active.targets {
             let mut state = cell.state.lock();
@@ -228,20 +250,7 @@ impl Session {
                 }
             };
             let mut state = cell.state.lock();
-            let view = acl::resolve_container(
-                &state.doc,
-                Viewer::Watcher {
-                    uri: &watcher,
-                    relation,
-                },
-            );
-            let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
-            inner.subscriber.push_categories(
-                fanout::cell_addr(&state),
-                state.doc.uri(),
-                snapshot,
-                Instant::now(),
-            );
+            let view = inner.push_snapshot(&state, &sub.categories);
             state.watchers.push(crate::Edge {
                 sub: sub.clone(),
                 view,
@@ -313,8 +322,6 @@ impl Session {
     /// consumer received [`crate::Delivery::Resync`]).
     pub fn resync(&self) {
         let inner = &self.inner;
-        let watcher = &inner.subscriber.watcher;
-        let relation = inner.subscriber.relation;
         let subs: Vec<(Arc<Subscription>, Vec<Arc<PresentityCell>>)> = inner
             .subs
             .lock()
@@ -324,20 +331,7 @@ impl Session {
         for (sub, targets) in subs {
             for cell in targets {
                 let state = cell.state.lock();
-                let view = acl::resolve_container(
-                    &state.doc,
-                    Viewer::Watcher {
-                        uri: watcher,
-                        relation,
-                    },
-                );
-                let snapshot = fanout::snapshot(&state.doc, view, &sub.categories);
-                inner.subscriber.push_categories(
-                    fanout::cell_addr(&state),
-                    state.doc.uri(),
-                    snapshot,
-                    Instant::now(),
-                );
+                inner.push_snapshot(&state, &sub.categories);
             }
         }
         if inner.self_subscribed.load(Ordering::SeqCst) {

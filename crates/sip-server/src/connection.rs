@@ -137,6 +137,27 @@ fn engine_status(e: &EngineError) -> (u16, &'static str) {
     }
 }
 
+/// A refused SERVICE: status, reason phrase, diagnostics and an optional fault body.
+type Refusal = (u16, &'static str, String, Option<String>);
+
+/// The answer to an engine error; version conflicts carry MS-PRES's WrongDelta fault.
+fn refusal(e: EngineError) -> Refusal {
+    use presence_model::membership::MembershipError;
+    match e {
+        EngineError::Publish(PublishError::Conflict(c))
+        | EngineError::Membership(MembershipError::Conflict(c)) => (
+            409,
+            "Conflict",
+            "version conflict".into(),
+            Some(bodies::wrong_delta_fault(&c)),
+        ),
+        e => {
+            let (code, reason) = engine_status(&e);
+            (code, reason, e.to_string(), None)
+        }
+    }
+}
+
 impl Conn {
     async fn send(&self, mut m: Message) {
         if let State::Established(a) = &mut *self.auth.lock() {
@@ -618,157 +639,131 @@ impl Conn {
             .to_ascii_lowercase();
         let engine = self.ctx.engine.clone();
         let body = req.body.clone();
-        let outcome: Result<Message, (u16, &'static str, String, Option<String>)> =
-            match content_type.as_str() {
-                "application/msrtc-category-publish+xml" => {
-                    let items = bodies::parse_publish(&body, &user);
-                    match items {
-                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
-                        Ok(items) => {
-                            let (u, ep) = (user.clone(), session.endpoint());
-                            let names: Vec<String> =
-                                items.iter().map(|p| p.category.clone()).collect();
-                            let r = self
-                                .blocking(move || {
-                                    engine.publish(&u, Some(ep), &items)?;
-                                    engine.own_snapshot(&u)
-                                })
-                                .await;
-                            match r {
-                                Ok(snap) => {
-                                    let mut ok = response(req, 200, "OK", Some(&tag()));
-                                    ok.push_header("Content-Type", ROAMING_SELF_TYPE);
-                                    let views = owner_views(&snap.instances, &names);
-                                    ok.body = bodies::roaming_data(&user, &views, None, None)
-                                        .into_bytes();
-                                    Ok(ok)
-                                }
-                                Err(EngineError::Publish(PublishError::Conflict(c))) => Err((
-                                    409,
-                                    "Conflict",
-                                    "version conflict".into(),
-                                    Some(bodies::wrong_delta_fault(&c)),
-                                )),
-                                Err(e) => {
-                                    let (code, reason) = engine_status(&e);
-                                    Err((code, reason, e.to_string(), None))
-                                }
-                            }
-                        }
-                    }
-                }
-                "application/msrtc-setcontainermembers+xml" => {
-                    match bodies::parse_set_container_members(&body) {
-                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
-                        Ok(updates) => {
-                            let u = user.clone();
-                            match self
-                                .blocking(move || engine.update_containers(&u, &updates))
-                                .await
-                            {
-                                Ok(changed) => {
-                                    let mut ok = response(req, 200, "OK", Some(&tag()));
-                                    ok.push_header("Content-Type", ROAMING_SELF_TYPE);
-                                    ok.body =
-                                        bodies::roaming_data(&user, &[], Some(&changed), None)
-                                            .into_bytes();
-                                    Ok(ok)
-                                }
-                                Err(EngineError::Membership(
-                                    presence_model::membership::MembershipError::Conflict(c),
-                                )) => Err((
-                                    409,
-                                    "Conflict",
-                                    "version conflict".into(),
-                                    Some(bodies::wrong_delta_fault(&c)),
-                                )),
-                                Err(e) => {
-                                    let (code, reason) = engine_status(&e);
-                                    Err((code, reason, e.to_string(), None))
-                                }
-                            }
-                        }
-                    }
-                }
-                "application/msrtc-presence-setsubscriber+xml" => {
-                    match bodies::parse_set_subscribers(&body) {
-                        Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
-                        Ok(users) => {
-                            let u = user.clone();
-                            let r = self
-                                .blocking(move || {
-                                    users
-                                        .iter()
-                                        .try_for_each(|w| engine.acknowledge_subscriber(&u, w))
-                                })
-                                .await;
-                            match r {
-                                Ok(()) => Ok(response(req, 200, "OK", Some(&tag()))),
-                                // MS-PRES: an unknown subscriber is a 400.
-                                Err(e) => Err((400, "Bad Request", e.to_string(), None)),
-                            }
-                        }
-                    }
-                }
-                "application/soap+xml" => match bodies::parse_soap(&body) {
+        let outcome: Result<Message, Refusal> = match content_type.as_str() {
+            "application/msrtc-category-publish+xml" => {
+                let items = bodies::parse_publish(&body, &user);
+                match items {
                     Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
-                    Ok(soap) => {
-                        let u = user.clone();
+                    Ok(items) => {
+                        let (u, ep) = (user.clone(), session.endpoint());
+                        let names: Vec<String> = items.iter().map(|p| p.category.clone()).collect();
                         let r = self
                             .blocking(move || {
-                                let contact = match &soap {
-                                    SoapRequest::SetContact { uri, .. } => Some(uri.clone()),
-                                    _ => None,
-                                };
-                                engine
-                                    .change_contacts(&u, contact.as_ref(), move |l| match soap {
-                                        SoapRequest::SetContact {
-                                            uri,
-                                            name,
-                                            groups,
-                                            subscribed,
-                                        } => l
-                                            .set_contact(uri, &name, &groups, subscribed, None)
-                                            .map(|_| None),
-                                        SoapRequest::DeleteContact { uri } => {
-                                            l.delete_contact(&uri, None).map(|_| None)
-                                        }
-                                        SoapRequest::AddGroup { name } => {
-                                            l.add_group(&name, None).map(Some)
-                                        }
-                                        SoapRequest::ModifyGroup { id, name } => {
-                                            l.rename_group(id, &name, None).map(|_| None)
-                                        }
-                                        SoapRequest::DeleteGroup { id } => {
-                                            l.delete_group(id, None).map(|_| None)
-                                        }
-                                    })
-                                    .map(|(group, _)| group)
+                                engine.publish(&u, Some(ep), &items)?;
+                                engine.own_snapshot(&u)
                             })
                             .await;
                         match r {
-                            Ok(group) => {
+                            Ok(snap) => {
                                 let mut ok = response(req, 200, "OK", Some(&tag()));
-                                if let Some(id) = group {
-                                    ok.push_header("Content-Type", "application/SOAP+xml");
-                                    ok.body = bodies::soap_add_group_result(id).into_bytes();
-                                }
+                                ok.push_header("Content-Type", ROAMING_SELF_TYPE);
+                                let views = owner_views(&snap.instances, &names);
+                                ok.body =
+                                    bodies::roaming_data(&user, &views, None, None).into_bytes();
                                 Ok(ok)
                             }
-                            Err(e) => {
-                                let (code, reason) = engine_status(&e);
-                                Err((code, reason, e.to_string(), None))
-                            }
+                            Err(e) => Err(refusal(e)),
                         }
                     }
-                },
-                _ => Err((
-                    415,
-                    "Unsupported Media Type",
-                    format!("unsupported body type {content_type:?}"),
-                    None,
-                )),
-            };
+                }
+            }
+            "application/msrtc-setcontainermembers+xml" => {
+                match bodies::parse_set_container_members(&body) {
+                    Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                    Ok(updates) => {
+                        let u = user.clone();
+                        match self
+                            .blocking(move || engine.update_containers(&u, &updates))
+                            .await
+                        {
+                            Ok(changed) => {
+                                let mut ok = response(req, 200, "OK", Some(&tag()));
+                                ok.push_header("Content-Type", ROAMING_SELF_TYPE);
+                                ok.body = bodies::roaming_data(&user, &[], Some(&changed), None)
+                                    .into_bytes();
+                                Ok(ok)
+                            }
+                            Err(e) => Err(refusal(e)),
+                        }
+                    }
+                }
+            }
+            "application/msrtc-presence-setsubscriber+xml" => {
+                match bodies::parse_set_subscribers(&body) {
+                    Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                    Ok(users) => {
+                        let u = user.clone();
+                        let r = self
+                            .blocking(move || {
+                                users
+                                    .iter()
+                                    .try_for_each(|w| engine.acknowledge_subscriber(&u, w))
+                            })
+                            .await;
+                        match r {
+                            Ok(()) => Ok(response(req, 200, "OK", Some(&tag()))),
+                            // MS-PRES: an unknown subscriber is a 400.
+                            Err(e) => Err((400, "Bad Request", e.to_string(), None)),
+                        }
+                    }
+                }
+            }
+            "application/soap+xml" => match bodies::parse_soap(&body) {
+                Err(BadBody(reason)) => Err((400, "Bad Request", reason, None)),
+                Ok(soap) => {
+                    let u = user.clone();
+                    let r = self
+                        .blocking(move || {
+                            let contact = match &soap {
+                                SoapRequest::SetContact { uri, .. } => Some(uri.clone()),
+                                _ => None,
+                            };
+                            engine
+                                .change_contacts(&u, contact.as_ref(), move |l| match soap {
+                                    SoapRequest::SetContact {
+                                        uri,
+                                        name,
+                                        groups,
+                                        subscribed,
+                                    } => l
+                                        .set_contact(uri, &name, &groups, subscribed, None)
+                                        .map(|_| None),
+                                    SoapRequest::DeleteContact { uri } => {
+                                        l.delete_contact(&uri, None).map(|_| None)
+                                    }
+                                    SoapRequest::AddGroup { name } => {
+                                        l.add_group(&name, None).map(Some)
+                                    }
+                                    SoapRequest::ModifyGroup { id, name } => {
+                                        l.rename_group(id, &name, None).map(|_| None)
+                                    }
+                                    SoapRequest::DeleteGroup { id } => {
+                                        l.delete_group(id, None).map(|_| None)
+                                    }
+                                })
+                                .map(|(group, _)| group)
+                        })
+                        .await;
+                    match r {
+                        Ok(group) => {
+                            let mut ok = response(req, 200, "OK", Some(&tag()));
+                            if let Some(id) = group {
+                                ok.push_header("Content-Type", "application/SOAP+xml");
+                                ok.body = bodies::soap_add_group_result(id).into_bytes();
+                            }
+                            Ok(ok)
+                        }
+                        Err(e) => Err(refusal(e)),
+                    }
+                }
+            },
+            _ => Err((
+                415,
+                "Unsupported Media Type",
+                format!("unsupported body type {content_type:?}"),
+                None,
+            )),
+        };
         let reply = match outcome {
             Ok(r) => r,
             Err((code, reason, why, fault)) => {

@@ -28,9 +28,7 @@ async fn change<T: Send + 'static>(
 }
 
 pub async fn list(State(state): State<AppState>, auth: AuthUser) -> Result<Json<Value>, ApiError> {
-    let engine = state.engine.clone();
-    let user = auth.info.uri.clone();
-    let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
+    let snap = super::me::own_snapshot(&state, &auth).await?;
     Ok(Json(json::contact_list(&snap.contacts)))
 }
 

@@ -8,18 +8,24 @@ use crate::json::{self, MemberIn};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use presence_engine::OwnSnapshot;
 use presence_model::membership::ContainerUpdate;
 use presence_model::{ContainerId, EndpointId, ExpireType, Publication};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Everything the caller has, read off the async workers.
+pub async fn own_snapshot(state: &AppState, auth: &AuthUser) -> Result<OwnSnapshot, ApiError> {
+    let engine = state.engine.clone();
+    let user = auth.info.uri.clone();
+    blocking(move || Ok(engine.own_snapshot(&user)?)).await
+}
+
 pub async fn get_me(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
-    let engine = state.engine.clone();
-    let user = auth.info.uri.clone();
-    let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
+    let snap = own_snapshot(&state, &auth).await?;
     Ok(Json(json!({
         "uri": auth.info.uri.as_str(),
         "categories": snap.instances.iter().map(|i| json::instance(i, true)).collect::<Vec<_>>(),
@@ -96,9 +102,7 @@ pub async fn get_containers(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
-    let engine = state.engine.clone();
-    let user = auth.info.uri.clone();
-    let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
+    let snap = own_snapshot(&state, &auth).await?;
     Ok(Json(Value::Array(
         snap.containers.iter().map(json::container).collect(),
     )))
@@ -155,9 +159,7 @@ pub async fn get_subscribers(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
-    let engine = state.engine.clone();
-    let user = auth.info.uri.clone();
-    let snap = blocking(move || Ok(engine.own_snapshot(&user)?)).await?;
+    let snap = own_snapshot(&state, &auth).await?;
     Ok(Json(Value::Array(
         snap.subscribers.iter().map(json::subscriber).collect(),
     )))
