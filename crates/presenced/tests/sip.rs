@@ -189,6 +189,11 @@ async fn sip_and_websocket_watchers_see_the_same_presence() {
         .await;
     let ok = carol.recv().await;
     assert_eq!(status(&ok), 200);
+    let exts: Vec<&str> = ok.headers_named("Supported").collect();
+    assert!(
+        exts.contains(&"com.microsoft.autoextend") && exts.contains(&"ms-benotify"),
+        "{exts:?}"
+    );
     assert!(
         body(&ok).starts_with("<contactList deltaNum=\"1\">"),
         "{}",

@@ -514,6 +514,15 @@ impl Conn {
         r.push_header("Event", req.header("Event").unwrap_or_default());
         r.push_header("Expires", expires.to_string());
         r.push_header("Contact", format!("<sip:{};transport=tcp>", self.local));
+        // Subscriptions live as long as the connection, so every notification extends
+        // them (auto-extend); later notifications come as BENOTIFY.
+        for ext in [
+            "com.microsoft.autoextend",
+            "ms-benotify",
+            "ms-piggyback-first-notify",
+        ] {
+            r.push_header("Supported", ext);
+        }
         let fresh = existing_tag.is_none();
         match event.as_str() {
             "vnd-microsoft-provisioning-v2"
