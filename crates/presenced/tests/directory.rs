@@ -111,7 +111,16 @@ async fn changes_reach_exactly_the_watchers_who_may_see_them_and_disabling_ends_
     ));
     let config = slapd.config("[auth]\npassword_source = \"ldap\"", READER_PW);
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start_with(data.path(), &["--config", config.to_str().unwrap()]);
+    let server = Server::start_with(
+        data.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--sip",
+            "127.0.0.1:0",
+            "--sip-allow-unauthenticated",
+        ],
+    );
 
     // The server syncs at start; sign-in checks the LDAP password.
     let deadline = std::time::Instant::now() + WAIT;
@@ -198,6 +207,9 @@ async fn changes_reach_exactly_the_watchers_who_may_see_them_and_disabling_ends_
         ws.recv_until(|m| m["type"] == "categories").await;
     }
     let mut bob_ws = server.ws(&bob_token).await;
+    // Bob is also signed in over SIP (a SIPE-like client on its own connection).
+    let mut bob_sip = common::sip::SipClient::connect(&server, "bob@example.com").await;
+    assert_eq!(common::sip::status(&bob_sip.register().await), 200);
 
     slapd.modify("dn: uid=bob,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: title\ntitle: Chief Scientist\n");
     let m = alice
@@ -222,6 +234,16 @@ async fn changes_reach_exactly_the_watchers_who_may_see_them_and_disabling_ends_
     })
     .await;
     assert!(closed.is_ok(), "bob's connection stayed open");
+    let sip_closed = tokio::time::timeout(WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        bob_sip.stream.read_to_end(&mut rest).await
+    })
+    .await;
+    assert!(
+        matches!(sip_closed, Ok(Ok(_))),
+        "bob's SIP connection stayed open"
+    );
     assert_eq!(bob.get("/v1/me").await.0, 401, "bob's token is revoked");
     let m = alice
         .recv_until(|m| m["type"] == "categories" && has_name(m, "contactCard"))

@@ -2,6 +2,7 @@
 //! over real sockets.
 #![allow(dead_code)]
 
+pub mod sip;
 pub mod slapd;
 
 use futures_util::{SinkExt, StreamExt};
