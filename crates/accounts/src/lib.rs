@@ -22,6 +22,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Password checks (argon2id, 19 MiB each) running at once; past it sign-ins are
+/// refused as busy rather than queued, so a flood cannot exhaust memory or starve
+/// the threads everything else runs on.
+pub const MAX_CONCURRENT_CHECKS: usize = 4;
+/// Failed sign-ins of one user tolerated per [`FAILURE_WINDOW`], on every interface.
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Users whose failures are tracked at most; the oldest windows are dropped past it.
+const MAX_TRACKED_FAILURES: usize = 100_000;
+
 /// Name of the sealing key file in the data directory.
 pub const KEY_FILE: &str = "secret.key";
 /// Longest accepted password, in bytes.
@@ -42,6 +52,10 @@ pub enum AccountError {
     BadDisplayName,
     #[error("the sealing key {path} is unusable: {reason}")]
     Key { path: String, reason: String },
+    #[error("too many sign-ins are being checked; try again shortly")]
+    Busy,
+    #[error("too many failed sign-ins for this user; try again later")]
+    TooManyFailures,
     #[error("{0} has no local password: the password lives only in the directory")]
     NoLocalPassword(UserUri),
     #[error("sealed credentials of {0} cannot be opened with this data directory's key")]
@@ -71,7 +85,26 @@ impl From<&Account> for AccountInfo {
     }
 }
 
+/// Sign-in throttling shared by HTTP and SIP.
+#[derive(Default)]
+struct Limiter {
+    inflight: std::sync::atomic::AtomicUsize,
+    failures: std::sync::Mutex<std::collections::HashMap<UserUri, (u32, std::time::Instant)>>,
+}
+
+/// A running password check; dropping it frees its slot.
+pub struct CheckSlot<'a>(&'a Limiter);
+
+impl Drop for CheckSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub struct Accounts {
+    limiter: Limiter,
     store: Arc<dyn Store>,
     cipher: ChaCha20Poly1305,
     /// Verified against when the user does not exist, so an unknown user costs the
@@ -146,6 +179,7 @@ impl Accounts {
     pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AccountError> {
         let key = load_or_create_key(data_dir)?;
         Ok(Accounts {
+            limiter: Limiter::default(),
             store,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             dummy_hash: hash_password("presenced-dummy-password"),
@@ -259,11 +293,59 @@ impl Accounts {
         Ok(self.store.account(uri)?.as_ref().map(AccountInfo::from))
     }
 
+    /// Takes one of the [`MAX_CONCURRENT_CHECKS`] password-check slots.
+    pub fn check_slot(&self) -> Result<CheckSlot<'_>, AccountError> {
+        use std::sync::atomic::Ordering;
+        let before = self.limiter.inflight.fetch_add(1, Ordering::SeqCst);
+        let slot = CheckSlot(&self.limiter);
+        if before >= MAX_CONCURRENT_CHECKS {
+            return Err(AccountError::Busy);
+        }
+        Ok(slot)
+    }
+
+    /// Whether `uri` has had [`MAX_FAILURES`] failed sign-ins within the window.
+    pub fn sign_in_blocked(&self, uri: &UserUri) -> bool {
+        let map = self.limiter.failures.lock().expect("not poisoned");
+        matches!(map.get(uri), Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    /// Counts a failed sign-in of an existing user.
+    pub fn record_failure(&self, uri: &UserUri) {
+        let mut map = self.limiter.failures.lock().expect("not poisoned");
+        if map.len() >= MAX_TRACKED_FAILURES {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        if map.len() >= MAX_TRACKED_FAILURES {
+            return;
+        }
+        let entry = map
+            .entry(uri.clone())
+            .or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    pub fn clear_failures(&self, uri: &UserUri) {
+        self.limiter
+            .failures
+            .lock()
+            .expect("not poisoned")
+            .remove(uri);
+    }
+
     /// Checks a password. Unknown users and wrong passwords both answer `Ok(None)`
     /// after the same argon2 work. This is CPU-heavy: call it off the async runtime.
     pub fn verify(&self, user: &str, password: &str) -> Result<Option<AccountInfo>, AccountError> {
-        let account = match UserUri::parse(user) {
-            Ok(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(&uri)?,
+        let uri = UserUri::parse(user).ok();
+        if uri.as_ref().is_some_and(|u| self.sign_in_blocked(u)) {
+            return Err(AccountError::TooManyFailures);
+        }
+        let _slot = self.check_slot()?;
+        let account = match &uri {
+            Some(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(uri)?,
             _ => None,
         };
         // Unknown, disabled and directory-only users cost the same work as a wrong
@@ -279,10 +361,17 @@ impl Accounts {
                     .is_ok()
             })
             .unwrap_or(false);
-        Ok(match account {
-            Some(a) if ok => Some(AccountInfo::from(&a)),
-            _ => None,
-        })
+        match account {
+            Some(a) if ok => {
+                self.clear_failures(&a.uri);
+                Ok(Some(AccountInfo::from(&a)))
+            }
+            Some(a) => {
+                self.record_failure(&a.uri);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Opens an API session for a verified user: a random 32-byte token (base64url)
@@ -506,6 +595,37 @@ mod tests {
             .ensure_directory_users(&[(l.clone(), "Lee".into(), true)])
             .unwrap();
         assert!(accounts.verify("lee@example.com", "pw").unwrap().is_some());
+    }
+
+    #[test]
+    fn failed_sign_ins_are_limited_and_checks_bounded() {
+        let (_dir, _store, accounts) = setup();
+        let u = UserUri::parse("frank@example.com").unwrap();
+        accounts.add(&u, "Frank", "right").unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(accounts.verify("frank@example.com", "wrong").unwrap(), None);
+        }
+        assert!(matches!(
+            accounts.verify("frank@example.com", "right"),
+            Err(AccountError::TooManyFailures)
+        ));
+        accounts.clear_failures(&u);
+        assert!(
+            accounts
+                .verify("frank@example.com", "right")
+                .unwrap()
+                .is_some()
+        );
+        // Unknown users are not tracked (no memory per made-up name).
+        for _ in 0..MAX_FAILURES + 1 {
+            assert_eq!(accounts.verify("ghost@example.com", "x").unwrap(), None);
+        }
+        let slots: Vec<_> = (0..MAX_CONCURRENT_CHECKS)
+            .map(|_| accounts.check_slot().unwrap())
+            .collect();
+        assert!(matches!(accounts.check_slot(), Err(AccountError::Busy)));
+        drop(slots);
+        assert!(accounts.check_slot().is_ok());
     }
 
     #[test]

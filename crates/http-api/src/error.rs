@@ -147,6 +147,14 @@ impl From<accounts::AccountError> for ApiError {
     fn from(e: accounts::AccountError) -> Self {
         match e {
             accounts::AccountError::Store(err) => EngineError::Store(err).into(),
+            accounts::AccountError::Busy => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string())
+            }
+            accounts::AccountError::TooManyFailures => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                e.to_string(),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// Longest client-chosen subscription id, in bytes.
 pub const MAX_SUBSCRIPTION_ID_BYTES: usize = 128;
+/// Most categories in one subscription (each costs a view per watched presentity).
+pub const MAX_CATEGORIES_PER_SUBSCRIPTION: usize = 64;
 
 /// One subscription: whose queue, which categories.
 pub(crate) struct Subscription {
@@ -190,6 +192,20 @@ impl Session {
                     config.max_subscriptions_per_endpoint
                 )));
             }
+        }
+        if categories.len() > MAX_CATEGORIES_PER_SUBSCRIPTION {
+            return Err(EngineError::TooLarge(format!(
+                "{} categories in one subscription; the limit is {MAX_CATEGORIES_PER_SUBSCRIPTION}",
+                categories.len()
+            )));
+        }
+        if let Some(bad) = categories
+            .iter()
+            .find(|c| !presence_model::document::valid_category(c))
+        {
+            return Err(EngineError::Invalid(format!(
+                "invalid category name {bad:?}"
+            )));
         }
         let mut names: Vec<Arc<str>> = if categories.is_empty() {
             DEFAULT_CATEGORIES.iter().map(|c| Arc::from(*c)).collect()

@@ -119,7 +119,7 @@ pub struct PresentityDoc {
 }
 
 /// A category name: an XML-name-like token of at most [`MAX_CATEGORY_NAME_BYTES`].
-fn valid_category(name: &str) -> bool {
+pub fn valid_category(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_CATEGORY_NAME_BYTES
         && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -693,6 +693,13 @@ impl PresentityDoc {
                     index,
                     reason: format!("container {} appears twice", u.id.get()),
                 });
+            }
+            if u.add.len() + u.remove.len() > 2 * MAX_MEMBERS_PER_CONTAINER {
+                return Err(MembershipError::TooLarge(format!(
+                    "update {index} lists {} members; the limit is {}",
+                    u.add.len() + u.remove.len(),
+                    2 * MAX_MEMBERS_PER_CONTAINER
+                )));
             }
             if let Some(m) = u.add.iter().find(|m| u.remove.contains(m)) {
                 return Err(MembershipError::Invalid {

@@ -20,10 +20,12 @@ pub enum XmlError {
     Malformed(String),
 }
 
-/// One XML element: local name, attributes (local names) and children.
+/// One XML element: local name (for lookups), the name as written (for
+/// serialisation), attributes under the names as written, and children.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
     pub name: String,
+    pub qname: String,
     pub attrs: Vec<(String, String)>,
     pub children: Vec<Node>,
 }
@@ -37,15 +39,22 @@ pub enum Node {
 impl Element {
     pub fn new(name: &str) -> Self {
         Element {
-            name: name.to_string(),
+            name: local(name.as_bytes()),
+            qname: name.to_string(),
             ..Default::default()
         }
     }
 
+    /// An attribute by local name (`type` finds `xsi:type`); namespace declarations
+    /// only by their full name.
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|(k, _)| k == local)
+            .find(|(k, _)| {
+                k == local
+                    || (!k.starts_with("xmlns")
+                        && k.rsplit_once(':').is_some_and(|(_, l)| l == local))
+            })
             .map(|(_, v)| v.as_str())
     }
 
@@ -96,7 +105,7 @@ impl Element {
 
     fn write(&self, out: &mut String) {
         out.push('<');
-        out.push_str(&self.name);
+        out.push_str(&self.qname);
         for (k, v) in &self.attrs {
             out.push(' ');
             out.push_str(k);
@@ -116,7 +125,7 @@ impl Element {
             }
         }
         out.push_str("</");
-        out.push_str(&self.name);
+        out.push_str(&self.qname);
         out.push('>');
     }
 }
@@ -159,34 +168,79 @@ fn escape_error(msg: String) -> XmlError {
     }
 }
 
+/// An XML name: a letter, `_` or `:` first, then letters, digits, `-`, `.`, `_`, `:`.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_alphanumeric() || "-._:".contains(c))
+}
+
+/// Characters XML 1.0 forbids (C0 controls other than tab, line feed and carriage
+/// return), which also break the SIP bodies values are embedded in.
+fn check_chars(s: &str) -> Result<(), XmlError> {
+    match s
+        .chars()
+        .find(|c| (*c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(XmlError::Malformed(format!(
+            "control character U+{:04X}",
+            c as u32
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn start_element(start: &BytesStart) -> Result<Element, XmlError> {
-    let mut el = Element::new(&local(start.name().as_ref()));
+    let qname = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    if !valid_name(&qname) {
+        return Err(XmlError::Malformed(format!(
+            "invalid element name {qname:?}"
+        )));
+    }
+    let mut el = Element::new(&qname);
     for attr in start.attributes() {
         let attr = attr.map_err(|e| XmlError::Malformed(e.to_string()))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        if !valid_name(&key) {
+            return Err(XmlError::Malformed(format!(
+                "invalid attribute name {key:?}"
+            )));
+        }
+        if attr.value.contains(&b'<') {
+            return Err(XmlError::Malformed(format!("'<' in the value of {key}")));
+        }
         let value = attr
             .unescape_value()
             .map_err(|e| escape_error(e.to_string()))?
             .into_owned();
-        // Namespace declarations are kept under their full name; others by local name.
-        let key = if key.starts_with("xmlns") {
-            key
-        } else {
-            local(key.as_bytes())
-        };
+        check_chars(&value)?;
         el.attrs.push((key, value));
     }
     Ok(el)
 }
 
-/// Parses and validates a category value: exactly one element (an XML declaration,
-/// comments and surrounding white space allowed), no DOCTYPE, no entities beyond the
-/// five predefined ones and character references, at most [`MAX_XML_DEPTH`] deep.
+/// Parses and validates a category value: exactly one element (comments and
+/// surrounding white space allowed), no DOCTYPE, no entities beyond the five
+/// predefined ones and character references, at most [`MAX_XML_DEPTH`] deep, and
+/// nothing that would break a document it is embedded in (no XML declaration, no
+/// processing instruction, no control characters, no `<` in attribute values).
 pub fn parse(input: &str) -> Result<Element, XmlError> {
+    parse_with(input, false)
+}
+
+/// Like [`parse`], for a whole request body, which may start with an XML declaration.
+pub fn parse_document(input: &str) -> Result<Element, XmlError> {
+    parse_with(input, true)
+}
+
+fn parse_with(input: &str, declaration_allowed: bool) -> Result<Element, XmlError> {
     let mut reader = Reader::from_str(input);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    let mut has_declaration = false;
     loop {
         let event = reader
             .read_event()
@@ -225,7 +279,11 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::Text(text) => {
+                if text.windows(3).any(|w| w == b"]]>") {
+                    return Err(XmlError::Malformed("']]>' in character data".into()));
+                }
                 let unescaped = text.unescape().map_err(|e| escape_error(e.to_string()))?;
+                check_chars(&unescaped)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(Node::Text(unescaped.into_owned())),
                     None if unescaped.trim().is_empty() => {}
@@ -238,12 +296,21 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 )),
                 None => return Err(XmlError::NotOneElement),
             },
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            // Values are embedded in other documents (SIP bodies), so they are
+            // single elements: no declaration or processing instruction of their own.
+            // (Reported after the whole value is read, so a DTD still reads as one.)
+            Event::Decl(_) | Event::PI(_) => has_declaration = true,
+            Event::Comment(_) => {}
             Event::Eof => break,
         }
     }
     if !stack.is_empty() {
         return Err(XmlError::Malformed("unclosed element".into()));
+    }
+    if has_declaration && !declaration_allowed {
+        return Err(XmlError::Malformed(
+            "a value is one element, without an XML declaration or processing instructions".into(),
+        ));
     }
     root.ok_or(XmlError::NotOneElement)
 }
@@ -254,7 +321,7 @@ mod tests {
 
     #[test]
     fn accepts_one_element() {
-        let el = parse(r#"<?xml version="1.0"?> <note xmlns="urn:x"><body type="personal">a &amp; b</body></note> "#)
+        let el = parse(r#" <note xmlns="urn:x"><body type="personal">a &amp; b</body></note> "#)
             .unwrap();
         assert_eq!(el.name, "note");
         assert_eq!(el.child("body").unwrap().text(), "a & b");
@@ -276,6 +343,31 @@ mod tests {
         assert_eq!(parse(bomb), Err(XmlError::Dtd));
         assert_eq!(parse("<a>&custom;</a>"), Err(XmlError::Dtd));
         assert!(parse("<a>&#65;&lt;</a>").is_ok());
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_embedded_safely() {
+        for bad in [
+            "<?xml version=\"1.0\"?><note/>",
+            "<note><?pi x?></note>",
+            "<a x=\"</category><x>\"/>",
+            "<a>]]></a>",
+            "<a>\u{1}</a>",
+            "<a>&#1;</a>",
+            "<1a/>",
+            "<a 1b=\"x\"/>",
+        ] {
+            assert!(matches!(parse(bad), Err(XmlError::Malformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keeps_qualified_names_for_serialisation() {
+        let src = r#"<state xmlns="urn:s" xmlns:xsi="urn:i" xsi:type="userState"><p:b xmlns:p="urn:p">1</p:b></state>"#;
+        let el = parse(src).unwrap();
+        assert_eq!(el.attr("type"), Some("userState"));
+        assert_eq!(el.child("b").unwrap().qname, "p:b");
+        assert_eq!(el.to_xml(), src);
     }
 
     #[test]

@@ -338,7 +338,7 @@ async fn ntlm_sign_in_signatures_and_refusals() {
     );
 
     // Wrong passwords are refused, then rate limited.
-    for _ in 0..auth::MAX_FAILURES {
+    for _ in 0..accounts::MAX_FAILURES {
         let mut c = Client::connect(&addr, "carol@example.com").await;
         let (r, _) = sign_in(&mut c, "wrong").await;
         assert_eq!(status(&r), 403);

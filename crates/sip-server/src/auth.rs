@@ -2,18 +2,12 @@
 //! REGISTER, then a signature on every message in both directions.
 
 use crate::ntlm::{self, Keys};
-use parking_lot::Mutex;
 use presence_model::UserUri;
 use rand::Rng;
 use sip_proto::{Message, StartLine};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 pub const REALM: &str = "SIP Communications Service";
-/// Failed sign-ins of one user tolerated per [`FAILURE_WINDOW`].
-pub const MAX_FAILURES: u32 = 5;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-
 /// Where a connection is in the handshake.
 pub enum State {
     None,
@@ -29,30 +23,6 @@ pub struct Association {
     snum: u32,
     /// Highest client message number seen: a replayed message is refused.
     cnum: u64,
-}
-
-/// Failed sign-ins per user, shared by all connections.
-#[derive(Default)]
-pub struct Failures(Mutex<HashMap<UserUri, (u32, Instant)>>);
-
-impl Failures {
-    pub fn blocked(&self, user: &UserUri) -> bool {
-        let map = self.0.lock();
-        matches!(map.get(user), Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    pub fn record(&self, user: &UserUri) {
-        let mut map = self.0.lock();
-        let entry = map.entry(user.clone()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    pub fn clear(&self, user: &UserUri) {
-        self.0.lock().remove(user);
-    }
 }
 
 /// The `name="value"` parameters of an NTLM Authorization header.
@@ -182,19 +152,5 @@ mod tests {
         assert_eq!(p["gssapi-data"], "");
         assert_eq!(p["version"], "4");
         assert_eq!(p["response"], "0100");
-    }
-
-    #[test]
-    fn failures_block_after_the_limit() {
-        let f = Failures::default();
-        let u = UserUri::parse("alice@example.com").unwrap();
-        for _ in 0..MAX_FAILURES - 1 {
-            f.record(&u);
-        }
-        assert!(!f.blocked(&u));
-        f.record(&u);
-        assert!(f.blocked(&u));
-        f.clear(&u);
-        assert!(!f.blocked(&u));
     }
 }

@@ -31,7 +31,7 @@ fn bad(msg: impl Into<String>) -> BadBody {
 
 fn root(body: &[u8]) -> Result<Element, BadBody> {
     let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
-    xml::parse(text).map_err(|e| bad(e.to_string()))
+    xml::parse_document(text).map_err(|e| bad(e.to_string()))
 }
 
 fn num<T: std::str::FromStr>(el: &Element, attr: &str) -> Result<T, BadBody> {

@@ -186,7 +186,7 @@ impl Conn {
             .await;
             return false;
         };
-        if self.ctx.failures.blocked(&user) {
+        if self.ctx.accounts.sign_in_blocked(&user) {
             let r = diagnostics(
                 response(req, 403, "Forbidden", None),
                 "too many failed sign-ins; try again later",
@@ -274,12 +274,15 @@ impl Conn {
             _ => None,
         };
         let Some(keys) = keys else {
-            self.ctx.failures.record(&user);
+            // Only real accounts are counted: made-up names cost no memory.
+            if matches!(hash, Ok(Ok(Some(_)))) {
+                self.ctx.accounts.record_failure(&user);
+            }
             *self.auth.lock() = State::None;
             self.send(refuse("wrong user name or password")).await;
             return false;
         };
-        self.ctx.failures.clear(&user);
+        self.ctx.accounts.clear_failures(&user);
         let mut association = Association::new(user, opaque, keys);
         // From version 4 on, the REGISTER carrying AUTHENTICATE is signed already.
         if p.contains_key("response") && !association.verify(req, &target) {

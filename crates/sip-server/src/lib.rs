@@ -63,8 +63,6 @@ pub struct SipContext {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     pub config: Arc<SipConfig>,
-    /// Failed NTLM sign-ins per user, for rate limiting.
-    pub failures: Arc<auth::Failures>,
 }
 
 impl SipContext {
@@ -73,7 +71,6 @@ impl SipContext {
             engine,
             accounts,
             config: Arc::new(config),
-            failures: Arc::default(),
         }
     }
 }

@@ -54,11 +54,16 @@ async fn ldap_verify(
     creds: &Credentials,
 ) -> Result<Option<AccountInfo>, ApiError> {
     let uri = UserUri::parse(&creds.user).ok();
-    let (accounts, lookup) = (state.accounts.clone(), uri.clone());
+    let accounts = &state.accounts;
+    if uri.as_ref().is_some_and(|u| accounts.sign_in_blocked(u)) {
+        return Err(accounts::AccountError::TooManyFailures.into());
+    }
+    let _slot = accounts.check_slot()?;
+    let (a, lookup) = (state.accounts.clone(), uri.clone());
     let found = blocking(move || {
         let Some(uri) = lookup else { return Ok(None) };
-        let dn = accounts.directory_dn(&uri)?;
-        let info = accounts.get(&uri)?;
+        let dn = a.directory_dn(&uri)?;
+        let info = a.get(&uri)?;
         Ok(dn.zip(info))
     })
     .await?;
@@ -74,7 +79,17 @@ async fn ldap_verify(
                 "the directory cannot check passwords right now",
             )
         })?;
-    Ok(found.filter(|_| ok).map(|(_, info)| info))
+    match found {
+        Some((_, info)) if ok => {
+            accounts.clear_failures(&info.uri);
+            Ok(Some(info))
+        }
+        Some((_, info)) => {
+            accounts.record_failure(&info.uri);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 /// A DN no directory holds, bound to when the user is unknown so the answer takes
