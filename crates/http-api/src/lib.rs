@@ -23,6 +23,8 @@ pub struct ApiLimits {
     pub max_ws_message_bytes: usize,
     /// How long a WebSocket may stay unauthenticated, in seconds.
     pub ws_auth_timeout_secs: u64,
+    /// How often an open WebSocket checks that its token is still valid, in seconds.
+    pub ws_token_recheck_secs: u64,
 }
 
 impl Default for ApiLimits {
@@ -31,6 +33,7 @@ impl Default for ApiLimits {
             max_body_bytes: 4 * 1024 * 1024,
             max_ws_message_bytes: 64 * 1024,
             ws_auth_timeout_secs: 10,
+            ws_token_recheck_secs: 30,
         }
     }
 }

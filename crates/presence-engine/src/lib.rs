@@ -111,8 +111,9 @@ pub struct PresentityCell {
 struct EndpointEntry {
     user: UserUri,
     session: std::sync::Weak<session::SessionInner>,
-    /// Bumped on every refresh, so stale expiry timers are recognised.
-    generation: u64,
+    /// When the registration ends unless refreshed (`None`: lives until signed out).
+    /// One timer entry per endpoint: a firing that finds a later deadline re-arms.
+    deadline: Option<Timestamp>,
 }
 
 pub(crate) struct Inner {
@@ -653,7 +654,7 @@ impl Engine {
             EndpointEntry {
                 user: user.clone(),
                 session: session.weak(),
-                generation: 0,
+                deadline: None,
             },
         );
         {
@@ -667,29 +668,22 @@ impl Engine {
         }
         self.inner.metrics.endpoints.inc();
         if let Some(ttl) = ttl {
-            self.set_deadline(id, 0, ttl);
+            self.refresh_endpoint(id, ttl);
         }
         Ok(session)
     }
 
-    fn set_deadline(&self, id: EndpointId, generation: u64, ttl: Duration) {
-        let at = self.inner.clock.now().plus_secs(ttl.as_secs().max(1));
-        self.inner
-            .timers
-            .schedule(at, TimerKey::Endpoint(id, generation));
-    }
-
-    /// Extends a live endpoint's lifetime; `false` if it is gone.
+    /// Sets a live endpoint's deadline `ttl` from now; `false` if it is gone.
     pub(crate) fn refresh_endpoint(&self, id: EndpointId, ttl: Duration) -> bool {
-        let generation = {
+        let at = self.inner.clock.now().plus_secs(ttl.as_secs().max(1));
+        {
             let mut eps = self.inner.endpoints.lock();
             let Some(entry) = eps.get_mut(&id) else {
                 return false;
             };
-            entry.generation += 1;
-            entry.generation
-        };
-        self.set_deadline(id, generation, ttl);
+            entry.deadline = Some(at);
+        }
+        self.inner.timers.schedule(at, TimerKey::Endpoint(id));
         true
     }
 
@@ -735,18 +729,39 @@ impl Engine {
         true
     }
 
+    /// Handles one due timer (it may wait for the store: run it off the async
+    /// workers).
+    fn fire(&self, key: TimerKey, now: Timestamp) {
+        match key {
+            TimerKey::Instances(user) => self.expire_instances(&user),
+            TimerKey::Endpoint(id) => {
+                let deadline = self
+                    .inner
+                    .endpoints
+                    .lock()
+                    .get(&id)
+                    .and_then(|e| e.deadline);
+                match deadline {
+                    Some(at) if at <= now => {
+                        tracing::info!(endpoint = id.0, "endpoint registration expired");
+                        self.end_endpoint(id);
+                    }
+                    // Refreshed since: wait for the new deadline.
+                    Some(at) => self.inner.timers.schedule(at, TimerKey::Endpoint(id)),
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// Runs the expiry timers until the engine is dropped. Spawn it once.
     pub async fn run_timers(self) {
         loop {
             let now = self.inner.clock.now();
             match self.inner.timers.pop_due(now) {
-                Some(TimerKey::Instances(user)) => self.expire_instances(&user),
-                Some(TimerKey::Endpoint(id, generation)) => {
-                    let current = self.inner.endpoints.lock().get(&id).map(|e| e.generation);
-                    if current == Some(generation) {
-                        tracing::info!(endpoint = id.0, "endpoint registration expired");
-                        self.end_endpoint(id);
-                    }
+                Some(key) => {
+                    let engine = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || engine.fire(key, now)).await;
                 }
                 None => self.inner.timers.wait(&self.inner.clock).await,
             }

@@ -16,8 +16,8 @@ pub const RETRY_SECS: u64 = 5;
 pub enum TimerKey {
     /// Some `time` instance of this user may be due.
     Instances(UserUri),
-    /// This endpoint's registration ends unless refreshed since (generation).
-    Endpoint(EndpointId, u64),
+    /// This endpoint's registration may be due.
+    Endpoint(EndpointId),
 }
 
 #[derive(Default)]

@@ -332,3 +332,35 @@ async fn endpoint_without_ttl_never_expires() {
     assert!(fx.engine.is_live(s.endpoint()));
     assert!(s.is_live());
 }
+
+/// A client refreshing its registration in a loop costs one timer entry, not one per
+/// refresh; the endpoint still ends at the last deadline.
+#[tokio::test(start_paused = true)]
+async fn refreshes_keep_one_timer_per_endpoint() {
+    let fx = Fixture::new(&[ALICE]);
+    let alice = uri(ALICE);
+    tokio::spawn(fx.engine.clone().run_timers());
+    let s = fx.engine.sign_in(&alice, "Alice", Some(secs(30))).unwrap();
+    for _ in 0..1000 {
+        assert!(s.refresh(secs(60)));
+    }
+    assert_eq!(fx.engine.pending_timers(), 1);
+    advance(secs(59)).await;
+    tokio::task::yield_now().await;
+    assert!(
+        fx.engine.is_live(s.endpoint()),
+        "the first deadline was moved"
+    );
+    advance(secs(2)).await;
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        if !fx.engine.is_live(s.endpoint()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !fx.engine.is_live(s.endpoint()),
+        "ended at the last deadline"
+    );
+}

@@ -73,6 +73,7 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     pub max_ws_message_bytes: usize,
     pub ws_auth_timeout_secs: u64,
+    pub ws_token_recheck_secs: u64,
     pub max_pending_per_subscriber: usize,
     pub max_targets_per_subscription: usize,
     pub max_subscriptions_per_endpoint: usize,
@@ -127,6 +128,7 @@ impl Default for LimitsConfig {
             max_body_bytes: api.max_body_bytes,
             max_ws_message_bytes: api.max_ws_message_bytes,
             ws_auth_timeout_secs: api.ws_auth_timeout_secs,
+            ws_token_recheck_secs: api.ws_token_recheck_secs,
             max_pending_per_subscriber: engine.max_pending_per_subscriber,
             max_targets_per_subscription: engine.max_targets_per_subscription,
             max_subscriptions_per_endpoint: engine.max_subscriptions_per_endpoint,
@@ -220,6 +222,7 @@ impl Config {
             max_body_bytes: self.limits.max_body_bytes,
             max_ws_message_bytes: self.limits.max_ws_message_bytes,
             ws_auth_timeout_secs: self.limits.ws_auth_timeout_secs,
+            ws_token_recheck_secs: self.limits.ws_token_recheck_secs,
         }
     }
 }

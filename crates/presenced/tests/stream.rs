@@ -182,3 +182,23 @@ async fn websocket_authentication() {
         .insert("Authorization", "Bearer forged".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "alice@example.com", "Alice", "pw-a");
+    let config = dir.path().join("presenced.toml");
+    std::fs::write(&config, "[limits]\nws_token_recheck_secs = 1\n").unwrap();
+    let server = Server::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let token = server.login("alice@example.com", "pw-a").await;
+    let mut ws = server.ws(&token).await;
+    let r = reqwest::Client::new()
+        .delete(server.url("/v1/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let e = ws.recv_until(|m| m["type"] == "error").await;
+    assert_eq!(e["error"], "unauthorized");
+}

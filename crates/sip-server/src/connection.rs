@@ -18,8 +18,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-/// Messages waiting to be written to one client.
-const OUT_QUEUE: usize = 1024;
+/// Messages waiting to be written to one client (deliveries wait when it is full,
+/// and the engine's own queue coalesces meanwhile).
+const OUT_QUEUE: usize = 64;
+/// How long one write may take before the client is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay unregistered (unauthenticated).
+const REGISTER_DEADLINE: Duration = Duration::from_secs(30);
+/// Body limit before REGISTER has succeeded: nothing big is needed to sign in.
+const PRE_REGISTER_BODY_BYTES: usize = 16 * 1024;
 /// Events the server offers; SIPE splits this list on commas without trimming.
 const ALLOW_EVENTS: &str = "vnd-microsoft-provisioning,vnd-microsoft-roaming-contacts,vnd-microsoft-roaming-ACL,presence,presence.wpending,vnd-microsoft-roaming-self,vnd-microsoft-provisioning-v2";
 const ROAMING_SELF_TYPE: &str = "application/vnd-microsoft-roaming-self+xml";
@@ -106,7 +113,19 @@ fn response(req: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Mes
 }
 
 fn diagnostics(mut r: Message, reason: &str) -> Message {
-    let reason = reason.replace('"', "'");
+    // The reason may echo client input: no quotes or control characters in a header.
+    let reason: String = reason
+        .chars()
+        .map(|c| {
+            if c == '"' {
+                '\''
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
     r.push_header(
         "ms-diagnostics",
         format!("1000;reason=\"{reason}\";source=\"presenced\""),
@@ -969,15 +988,29 @@ pub(crate) async fn run<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let writer_gone = ended.clone();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                // A client that does not read (or is gone) is disconnected.
+                _ => {
+                    writer_gone.notify_one();
+                    return;
+                }
             }
         }
         let _ = wr.shutdown().await;
     });
     let limits = ctx.config.limits;
+    let pre_register = sip_proto::Limits {
+        max_body_bytes: limits.max_body_bytes.min(PRE_REGISTER_BODY_BYTES),
+        ..limits
+    };
+    // Keep-alives come every `keep_alive`; twice that in silence means the client is gone.
+    let idle = ctx.config.keep_alive * 2;
+    let register_by = tokio::time::Instant::now() + REGISTER_DEADLINE;
     let mut conn = Conn {
         ctx,
         out: tx,
@@ -987,18 +1020,26 @@ pub(crate) async fn run<S>(
         local: local.map(|a| a.to_string()).unwrap_or_default(),
         deliveries: None,
         auth: Arc::new(Mutex::new(State::None)),
-        ended: Arc::new(tokio::sync::Notify::new()),
+        ended: ended.clone(),
     };
-    let ended = conn.ended.clone();
     let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
+        let registered = conn.session.is_some();
         let n = tokio::select! {
-            r = rd.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            r = tokio::time::timeout(idle, rd.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    tracing::info!(%peer, "SIP connection idle too long; closing it");
+                    break;
+                }
             },
+            _ = tokio::time::sleep_until(register_by), if !registered => {
+                tracing::info!(%peer, "no REGISTER in time; closing the SIP connection");
+                break;
+            }
             _ = shutdown.changed() => break,
             _ = ended.notified() => {
                 tracing::info!(%peer, "endpoint ended; closing the SIP connection");
@@ -1007,6 +1048,11 @@ pub(crate) async fn run<S>(
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
+            let limits = if conn.session.is_some() {
+                limits
+            } else {
+                pre_register
+            };
             match parse(&buf, &limits) {
                 Ok(Parsed::Incomplete) => {
                     if buf.len() > max_buffer {
@@ -1037,7 +1083,11 @@ pub(crate) async fn run<S>(
     }
     conn.sign_out().await;
     drop(conn);
-    let _ = writer.await;
+    // Let queued answers go out (each write is bounded by its timeout).
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(WRITE_TIMEOUT, writer).await.is_err() {
+        abort.abort();
+    }
 }
 
 /// Answers a message that could not be used, when enough of it is known to address

@@ -59,11 +59,12 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let info = match token {
-        Some(t) => Some(
+        Some(t) => Some((
             check(&state, &t)
                 .await?
                 .ok_or_else(ApiError::unauthorized)?,
-        ),
+            t,
+        )),
         None => None,
     };
     let max = state.limits.max_ws_message_bytes;
@@ -77,12 +78,16 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
-async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<AccountInfo> {
+async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<(AccountInfo, String)> {
     let wait = Duration::from_secs(state.limits.ws_auth_timeout_secs);
     let first = tokio::time::timeout(wait, socket.next()).await;
     let info = match first {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<Op>(&t) {
-            Ok(Op::Auth { token }) => check(state, &token).await.ok().flatten(),
+            Ok(Op::Auth { token }) => check(state, &token)
+                .await
+                .ok()
+                .flatten()
+                .map(|i| (i, token)),
             _ => None,
         },
         _ => None,
@@ -95,8 +100,8 @@ async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<Accoun
     info
 }
 
-async fn run(state: AppState, mut socket: WebSocket, info: Option<AccountInfo>) {
-    let info = match info {
+async fn run(state: AppState, mut socket: WebSocket, info: Option<(AccountInfo, String)>) {
+    let (info, token) = match info {
         Some(i) => i,
         None => match authenticate(&state, &mut socket).await {
             Some(i) => i,
@@ -122,6 +127,11 @@ async fn run(state: AppState, mut socket: WebSocket, info: Option<AccountInfo>) 
 
     let writer_session = session.clone();
     let mut shutdown = state.shutdown.clone();
+    let recheck_state = state.clone();
+    let mut recheck = tokio::time::interval(Duration::from_secs(
+        state.limits.ws_token_recheck_secs.max(1),
+    ));
+    recheck.tick().await;
     let writer = tokio::spawn(async move {
         let subscriber = writer_session.subscriber().clone();
         loop {
@@ -153,6 +163,16 @@ async fn run(state: AppState, mut socket: WebSocket, info: Option<AccountInfo>) 
                 _ = shutdown.changed() => {
                     let _ = sink.send(Message::Close(None)).await;
                     return;
+                }
+                _ = recheck.tick() => {
+                    // A token revoked since (sign-out, password change, removal or
+                    // disabling of the user) ends the stream too.
+                    if !matches!(check(&recheck_state, &token).await, Ok(Some(_))) {
+                        let err = ApiError::unauthorized();
+                        let _ = sink.send(text(json::error_message(None, &err))).await;
+                        let _ = sink.send(Message::Close(None)).await;
+                        return;
+                    }
                 }
             }
         }
