@@ -258,9 +258,20 @@ impl Engine {
                 .map(|u| PresentityDoc::provision(u.clone(), &self.ctx(false)))
                 .collect()
         };
+        self.insert_fresh(fresh)
+    }
+
+    /// Stores and adds new documents, skipping users that appeared meanwhile. Decided
+    /// and written under the map's write lock, so a racing first use cannot write an
+    /// empty document over one that already took acknowledged data.
+    fn insert_fresh(&self, fresh: Vec<PresentityDoc>) -> Result<(), EngineError> {
+        let mut map = self.inner.presentities.write();
+        let fresh: Vec<PresentityDoc> = fresh
+            .into_iter()
+            .filter(|d| !map.contains_key(d.uri()))
+            .collect();
         let records: Vec<_> = fresh.iter().map(PresentityDoc::to_record).collect();
         self.inner.store.save_presentities(&records)?;
-        let mut map = self.inner.presentities.write();
         for doc in fresh {
             map.entry(doc.uri().clone())
                 .or_insert_with(|| Self::cell(doc));
@@ -283,12 +294,14 @@ impl Engine {
                     let ctx = self.ctx(false);
                     let mut doc = PresentityDoc::provision(user.clone(), &ctx);
                     doc.set_identity(&account.display_name, user.as_str(), &ctx);
-                    self.inner.store.save_presentities(&[doc.to_record()])?;
-                    let mut map = self.inner.presentities.write();
-                    return Ok(map
-                        .entry(user.clone())
-                        .or_insert_with(|| Self::cell(doc))
-                        .clone());
+                    self.insert_fresh(vec![doc])?;
+                    return self
+                        .inner
+                        .presentities
+                        .read()
+                        .get(user)
+                        .cloned()
+                        .ok_or_else(|| EngineError::UnknownUser(user.clone()));
                 }
                 None => return Err(EngineError::UnknownUser(user.clone())),
             },
@@ -448,14 +461,7 @@ impl Engine {
                 }
             }
         }
-        let records: Vec<_> = fresh.iter().map(PresentityDoc::to_record).collect();
-        self.inner.store.save_presentities(&records)?;
-        let mut map = self.inner.presentities.write();
-        for doc in fresh {
-            map.entry(doc.uri().clone())
-                .or_insert_with(|| Self::cell(doc));
-        }
-        Ok(())
+        self.insert_fresh(fresh)
     }
 
     /// Applies what the directory says about a batch of users, all or nothing: the

@@ -429,11 +429,24 @@ impl PresentityDoc {
         if !conflicts.is_empty() {
             return Err(PublishError::Conflict(conflicts));
         }
-        let client_instances = self
+        let (client_instances, mut client_bytes) = self
             .instances
             .values()
             .filter(|i| i.author == Author::Client)
-            .count();
+            .fold((0usize, 0usize), |(n, b), i| (n + 1, b + i.value.len()));
+        for (p, key) in items.iter().zip(&keys) {
+            client_bytes -= self.instances.get(key).map_or(0, |i| i.value.len());
+            client_bytes += p
+                .value
+                .as_deref()
+                .filter(|_| !p.is_delete())
+                .map_or(0, str::len);
+        }
+        if client_bytes > MAX_VALUE_BYTES_PER_PRESENTITY {
+            return Err(PublishError::TooLarge(format!(
+                "a presentity holds at most {MAX_VALUE_BYTES_PER_PRESENTITY} bytes of published values"
+            )));
+        }
         if client_instances + added - removed > MAX_INSTANCES_PER_PRESENTITY {
             return Err(PublishError::TooLarge(format!(
                 "a presentity holds at most {MAX_INSTANCES_PER_PRESENTITY} category instances"
@@ -768,6 +781,14 @@ impl PresentityDoc {
     /// Records a watcher who subscribed with a context. A repeated subscription
     /// replaces the entry (and asks the owner again).
     pub fn add_subscriber(&mut self, entry: SubscriberEntry) -> ChangeSet {
+        // Already waiting for the owner: nothing to store or tell again.
+        if self
+            .subscribers
+            .iter()
+            .any(|s| s.user == entry.user && !s.acknowledged)
+        {
+            return ChangeSet::default();
+        }
         self.subscribers.retain(|s| s.user != entry.user);
         self.subscribers.push(entry);
         if self.subscribers.len() > MAX_SUBSCRIBER_ENTRIES {

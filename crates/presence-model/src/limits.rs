@@ -3,6 +3,9 @@
 
 /// Largest XML value of one category instance, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Most bytes of client-published values one presentity may hold in all (it bounds
+/// the document written to the store and the owner's roaming data).
+pub const MAX_VALUE_BYTES_PER_PRESENTITY: usize = 8 * 1024 * 1024;
 /// Most publications in one batch.
 pub const MAX_PUBLICATIONS_PER_BATCH: usize = 256;
 /// Most client-published category instances one presentity may hold across all

@@ -420,14 +420,14 @@ fn subscribers_are_added_replaced_and_acknowledged() {
     assert_eq!(doc.add_subscriber(carol.clone()), subscribers_changed);
     assert_eq!(doc.subscribers(), &[bob.clone(), carol.clone()]);
 
-    // Subscribing again replaces the entry (and moves it to the end).
+    // Subscribing again while the entry still waits for the owner changes nothing.
     let bob2 = SubscriberEntry {
         display_name: "Bob B".into(),
         since: Timestamp::from_millis(T0 + 5),
         ..bob.clone()
     };
-    doc.add_subscriber(bob2.clone());
-    assert_eq!(doc.subscribers(), &[carol.clone(), bob2.clone()]);
+    assert_eq!(doc.add_subscriber(bob2.clone()), ChangeSet::default());
+    assert_eq!(doc.subscribers(), &[bob.clone(), carol.clone()]);
 
     // Acknowledging deletes the entry.
     assert_eq!(
