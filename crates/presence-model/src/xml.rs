@@ -290,12 +290,14 @@ fn parse_with(input: &str, declaration_allowed: bool) -> Result<Element, XmlErro
                     None => return Err(XmlError::NotOneElement),
                 }
             }
-            Event::CData(data) => match stack.last_mut() {
-                Some(parent) => parent.children.push(Node::Text(
-                    String::from_utf8_lossy(&data.into_inner()).into_owned(),
-                )),
-                None => return Err(XmlError::NotOneElement),
-            },
+            Event::CData(data) => {
+                let text = String::from_utf8_lossy(&data.into_inner()).into_owned();
+                check_chars(&text)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(Node::Text(text)),
+                    None => return Err(XmlError::NotOneElement),
+                }
+            }
             // Values are embedded in other documents (SIP bodies), so they are
             // single elements: no declaration or processing instruction of their own.
             // (Reported after the whole value is read, so a DTD still reads as one.)
@@ -354,6 +356,7 @@ mod tests {
             "<a>]]></a>",
             "<a>\u{1}</a>",
             "<a>&#1;</a>",
+            "<a><![CDATA[\u{2}]]></a>",
             "<1a/>",
             "<a 1b=\"x\"/>",
         ] {
