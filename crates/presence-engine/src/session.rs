@@ -1,7 +1,7 @@
 //! Sessions: one signed-in endpoint with its subscriptions and delivery queue.
 
 use crate::fanout::{self, DEFAULT_CATEGORIES};
-use crate::queue::Subscriber;
+use crate::queue::{Subscriber, Views};
 use crate::{Engine, EngineError, PresentityCell};
 use parking_lot::Mutex;
 use presence_model::acl::Relation;
@@ -35,6 +35,19 @@ pub struct SubscribeResult {
     pub unknown: Vec<UserUri>,
 }
 
+/// One presentity to watch. With `context` (MS-PRES `<context/>`: the watcher has
+/// just added the presentity to a contact list), the watcher is recorded in the
+/// presentity's subscriber list, unless blocked there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub uri: UserUri,
+    pub context: bool,
+}
+
+/// The first state of one watched presentity, handed back to the caller instead of
+/// queued (a front end that answers a subscribe request with the state in it).
+pub type Snapshot = (UserUri, Views);
+
 pub(crate) struct SessionInner {
     engine: Engine,
     endpoint: EndpointId,
@@ -60,9 +73,13 @@ fn subscriber_type(r: Relation) -> SubscriberType {
 }
 
 impl SessionInner {
-    /// Resolves this watcher's view of a presentity and queues the full snapshot of
-    /// `categories`; returns the view.
-    fn push_snapshot(&self, state: &crate::PresentityState, categories: &[Arc<str>]) -> acl::View {
+    /// Resolves this watcher's view of a presentity and builds the full snapshot of
+    /// `categories` in it.
+    fn snapshot(
+        &self,
+        state: &crate::PresentityState,
+        categories: &[Arc<str>],
+    ) -> (acl::View, Views) {
         let watcher = &self.subscriber.watcher;
         let relation = self.subscriber.relation;
         let view = acl::resolve_container(
@@ -72,7 +89,12 @@ impl SessionInner {
                 relation,
             },
         );
-        let snapshot = fanout::snapshot(&state.doc, view, categories);
+        (view, fanout::snapshot(&state.doc, view, categories))
+    }
+
+    /// Queues the full snapshot of `categories` of a presentity; returns the view.
+    fn push_snapshot(&self, state: &crate::PresentityState, categories: &[Arc<str>]) -> acl::View {
+        let (view, snapshot) = self.snapshot(state, categories);
         self.subscriber.push_categories(
             fanout::cell_addr(state),
             state.doc.uri(),
@@ -156,15 +178,46 @@ impl Session {
 
     /// Subscribes to `categories` (the default list when empty) of `uris` under the
     /// client's `id`, replacing an earlier subscription with the same id. Each known
-    /// presentity gets a full snapshot right away; unknown users are reported. With
-    /// `context`, the caller is recorded in each target's subscriber list (unless the
-    /// target has blocked them).
+    /// presentity gets a full snapshot right away, in the queue; unknown users are
+    /// reported. With `context`, the caller is recorded in each target's subscriber
+    /// list (see [`Target`]).
     pub fn subscribe(
         &self,
         id: &str,
         uris: &[UserUri],
         categories: &[String],
         context: bool,
+    ) -> Result<SubscribeResult, EngineError> {
+        let targets: Vec<Target> = uris
+            .iter()
+            .map(|uri| Target {
+                uri: uri.clone(),
+                context,
+            })
+            .collect();
+        self.subscribe_targets(id, &targets, categories, None)
+    }
+
+    /// Like [`Session::subscribe`], with a context flag per target, and the first
+    /// snapshots returned rather than queued: the caller sends them in its answer, and
+    /// every later change is queued after them.
+    pub fn subscribe_returning(
+        &self,
+        id: &str,
+        targets: &[Target],
+        categories: &[String],
+    ) -> Result<(SubscribeResult, Vec<Snapshot>), EngineError> {
+        let mut snapshots = Vec::with_capacity(targets.len());
+        let result = self.subscribe_targets(id, targets, categories, Some(&mut snapshots))?;
+        Ok((result, snapshots))
+    }
+
+    fn subscribe_targets(
+        &self,
+        id: &str,
+        targets: &[Target],
+        categories: &[String],
+        mut returned: Option<&mut Vec<Snapshot>>,
     ) -> Result<SubscribeResult, EngineError> {
         let inner = &self.inner;
         let engine = &inner.engine;
@@ -177,10 +230,10 @@ impl Session {
                 "subscription ids are 1 to {MAX_SUBSCRIPTION_ID_BYTES} bytes"
             )));
         }
-        if uris.len() > config.max_targets_per_subscription {
+        if targets.len() > config.max_targets_per_subscription {
             return Err(EngineError::TooLarge(format!(
                 "{} presentities in one subscription; the limit is {}",
-                uris.len(),
+                targets.len(),
                 config.max_targets_per_subscription
             )));
         }
@@ -214,9 +267,10 @@ impl Session {
         };
         names.sort();
         names.dedup();
-        let mut targets = uris.to_vec();
-        targets.sort();
-        targets.dedup();
+        let mut targets = targets.to_vec();
+        // One entry per presentity; asking for context anywhere asks for it.
+        targets.sort_by(|a, b| a.uri.cmp(&b.uri).then(b.context.cmp(&a.context)));
+        targets.dedup_by(|a, b| a.uri == b.uri);
         {
             let subs = inner.subs.lock();
             // Every watched presentity (and the self view) can be pending in the queue
@@ -243,7 +297,7 @@ impl Session {
         let relation = inner.subscriber.relation;
         let mut result = SubscribeResult::default();
         let mut cells = Vec::with_capacity(targets.len());
-        for uri in targets {
+        for Target { uri, context } in targets {
             let cell = match engine.presentity(&uri) {
                 Ok(cell) => cell,
                 Err(EngineError::UnknownUser(u)) => {
@@ -266,7 +320,14 @@ impl Session {
                 }
             };
             let mut state = cell.state.lock();
-            let view = inner.push_snapshot(&state, &sub.categories);
+            let view = match returned.as_deref_mut() {
+                Some(out) => {
+                    let (view, snapshot) = inner.snapshot(&state, &sub.categories);
+                    out.push((uri.clone(), snapshot));
+                    view
+                }
+                None => inner.push_snapshot(&state, &sub.categories),
+            };
             state.watchers.push(crate::Edge {
                 sub: sub.clone(),
                 view,

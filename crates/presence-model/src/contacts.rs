@@ -231,6 +231,65 @@ impl ContactList {
     }
 }
 
+/// What changed from one version of a contact list to a later one: MS-SIP's
+/// `contactDelta`, which a client applies to the list it already has. Computed from
+/// the two lists, so a front end that skipped intermediate versions (its queue
+/// coalesced them) still sends a delta that takes the client to the newer list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ContactDelta<'a> {
+    pub added_groups: Vec<&'a Group>,
+    pub modified_groups: Vec<&'a Group>,
+    pub deleted_groups: Vec<u32>,
+    pub added_contacts: Vec<&'a Contact>,
+    pub modified_contacts: Vec<&'a Contact>,
+    pub deleted_contacts: Vec<&'a UserUri>,
+}
+
+impl ContactDelta<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.added_groups.is_empty()
+            && self.modified_groups.is_empty()
+            && self.deleted_groups.is_empty()
+            && self.added_contacts.is_empty()
+            && self.modified_contacts.is_empty()
+            && self.deleted_contacts.is_empty()
+    }
+}
+
+impl ContactList {
+    /// The changes that turn `older` into `self`.
+    pub fn delta_since<'a>(&'a self, older: &'a ContactList) -> ContactDelta<'a> {
+        let mut d = ContactDelta::default();
+        for g in &self.groups {
+            match older.groups.iter().find(|o| o.id == g.id) {
+                None => d.added_groups.push(g),
+                Some(o) if o != g => d.modified_groups.push(g),
+                Some(_) => {}
+            }
+        }
+        d.deleted_groups = older
+            .groups
+            .iter()
+            .filter(|o| !self.groups.iter().any(|g| g.id == o.id))
+            .map(|o| o.id)
+            .collect();
+        for c in &self.contacts {
+            match older.contact(&c.uri) {
+                None => d.added_contacts.push(c),
+                Some(o) if o != c => d.modified_contacts.push(c),
+                Some(_) => {}
+            }
+        }
+        d.deleted_contacts = older
+            .contacts
+            .iter()
+            .filter(|o| self.contact(&o.uri).is_none())
+            .map(|o| &o.uri)
+            .collect();
+        d
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +395,47 @@ mod tests {
             l.set_contact(uri("u1@x.com"), &long, &[], true, None),
             Err(ContactError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn delta_since_lists_every_kind_of_change() {
+        let mut old = ContactList::default();
+        let team = old.add_group("Team", None).unwrap();
+        let gone = old.add_group("Gone", None).unwrap();
+        old.set_contact(uri("bob@x.com"), "", &[team], true, None)
+            .unwrap();
+        old.set_contact(uri("carol@x.com"), "", &[], true, None)
+            .unwrap();
+        old.set_contact(uri("dave@x.com"), "", &[gone], true, None)
+            .unwrap();
+        let mut new = old.clone();
+        new.rename_group(team, "Core", None).unwrap();
+        new.delete_group(gone, None).unwrap(); // dave moves to the default group
+        let added = new.add_group("New", None).unwrap();
+        new.set_contact(uri("erin@x.com"), "Erin", &[added], true, None)
+            .unwrap();
+        new.set_contact(uri("bob@x.com"), "Bobby", &[team, added], true, None)
+            .unwrap();
+        new.delete_contact(&uri("carol@x.com"), None).unwrap();
+
+        let d = new.delta_since(&old);
+        let ids = |gs: &[&Group]| gs.iter().map(|g| g.id).collect::<Vec<_>>();
+        let uris = |cs: &[&Contact]| cs.iter().map(|c| c.uri.to_string()).collect::<Vec<_>>();
+        // The deleted group's id is free again, so the new group reuses it: to the
+        // client that is a modified group.
+        assert_eq!(added, gone);
+        assert_eq!(ids(&d.added_groups), Vec::<u32>::new());
+        assert_eq!(ids(&d.modified_groups), vec![team, added]);
+        assert_eq!(d.deleted_groups, Vec::<u32>::new());
+        assert_eq!(uris(&d.added_contacts), vec!["erin@x.com"]);
+        assert_eq!(uris(&d.modified_contacts), vec!["bob@x.com", "dave@x.com"]);
+        assert_eq!(d.deleted_contacts, vec![&uri("carol@x.com")]);
+
+        let mut newer = new.clone();
+        newer.delete_group(added, None).unwrap();
+        let d = newer.delta_since(&new);
+        assert_eq!(d.deleted_groups, vec![added]);
+        assert_eq!(uris(&d.modified_contacts), vec!["bob@x.com", "erin@x.com"]);
+        assert!(new.delta_since(&new).is_empty());
     }
 }

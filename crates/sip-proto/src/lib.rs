@@ -11,8 +11,10 @@
 
 mod header;
 mod message;
+mod name_addr;
 mod parse;
 
 pub use header::{Header, canonical_name};
 pub use message::{Message, Method, StartLine};
+pub use name_addr::NameAddr;
 pub use parse::{Limits, ParseError, Parsed, parse};

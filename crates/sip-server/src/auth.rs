@@ -4,7 +4,7 @@
 use crate::ntlm::{self, Keys};
 use presence_model::UserUri;
 use rand::Rng;
-use sip_proto::{Message, StartLine};
+use sip_proto::{Message, NameAddr, StartLine};
 use std::collections::HashMap;
 
 pub const REALM: &str = "SIP Communications Service";
@@ -54,27 +54,16 @@ pub fn params(value: &str) -> HashMap<String, String> {
     out
 }
 
-fn addr(value: &str) -> (&str, &str) {
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => &value[a + 1..b],
-        _ => value.split(';').next().unwrap_or(""),
-    };
-    let after = value.rfind('>').map_or(value, |i| &value[i..]);
-    let tag = after
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("tag="))
-        .unwrap_or("");
-    (uri, tag)
-}
-
 /// The text MS-SIPAE signs (version 3 and later layout).
 pub fn signing_input(m: &Message, rand: &str, num: &str, target: &str) -> String {
     let (cseq, method) = m
         .header("CSeq")
         .and_then(|c| c.split_once(char::is_whitespace))
         .unwrap_or(("", ""));
-    let (from_uri, from_tag) = addr(m.header("From").unwrap_or(""));
-    let (to_uri, to_tag) = addr(m.header("To").unwrap_or(""));
+    let from = NameAddr::parse(m.header("From").unwrap_or(""));
+    let to = NameAddr::parse(m.header("To").unwrap_or(""));
+    let (from_uri, from_tag) = (from.uri, from.tag().unwrap_or(""));
+    let (to_uri, to_tag) = (to.uri, to.tag().unwrap_or(""));
     let mut s = format!(
         "<NTLM><{rand}><{num}><{REALM}><{target}><{}><{}><{}><{from_uri}><{from_tag}><{to_uri}><{to_tag}><><><{}>",
         m.header("Call-ID").unwrap_or(""),

@@ -2,10 +2,10 @@
 //! batchSub, SOAP contact methods) and what the server sends (roamingData,
 //! categories, contactList, the 409 fault).
 
-use presence_engine::CategoryView;
+use presence_engine::{CategoryView, WireFormat};
 use presence_model::Timestamp;
 use presence_model::aggregation::{BLOCKED_AVAILABILITY, STATE_NS};
-use presence_model::contacts::ContactList;
+use presence_model::contacts::{Contact, ContactList, DEFAULT_GROUP, Group};
 use presence_model::membership::ContainerUpdate;
 use presence_model::publication::Conflict;
 use presence_model::xml::{self, Element, escape};
@@ -14,11 +14,17 @@ use presence_model::{
     UserUri,
 };
 use std::fmt::Write;
+use std::sync::Arc;
 
 pub const ROAMING_SELF_NS: &str = "http://schemas.microsoft.com/2006/09/sip/roaming-self";
 pub const CATEGORIES_NS: &str = "http://schemas.microsoft.com/2006/09/sip/categories";
 pub const CONTAINERS_NS: &str = "http://schemas.microsoft.com/2006/09/sip/container-management";
 pub const SUBSCRIBERS_NS: &str = "http://schemas.microsoft.com/2006/09/sip/presence-subscribers";
+
+pub const ROAMING_SELF_TYPE: &str = "application/vnd-microsoft-roaming-self+xml";
+pub const ROAMING_CONTACTS_TYPE: &str = "application/vnd-microsoft-roaming-contacts+xml";
+pub const CATEGORIES_TYPE: &str = "application/msrtc-event-categories+xml";
+pub const FAULT_TYPE: &str = "application/msrtc-fault+xml";
 
 /// A body that cannot be used, with the reason for the 400.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +151,14 @@ pub fn parse_batch_sub(body: &[u8]) -> Result<(Vec<Resource>, Vec<String>), BadB
     Ok((resources, categories))
 }
 
-/// A SOAP contact-list request (MS-SIP 3.7).
+/// A SOAP contact-list request (MS-SIP 3.7) and the `deltaNum` of the list the
+/// client made it against (checked: a stale one is refused with a 409 fault).
+#[derive(Debug)]
+pub struct SoapContactRequest {
+    pub op: SoapRequest,
+    pub delta_num: Option<u32>,
+}
+
 #[derive(Debug)]
 pub enum SoapRequest {
     SetContact {
@@ -169,7 +182,7 @@ pub enum SoapRequest {
     },
 }
 
-pub fn parse_soap(body: &[u8]) -> Result<SoapRequest, BadBody> {
+pub fn parse_soap(body: &[u8]) -> Result<SoapContactRequest, BadBody> {
     let envelope = root(body)?;
     let method = envelope
         .child("Body")
@@ -182,7 +195,16 @@ pub fn parse_soap(body: &[u8]) -> Result<SoapRequest, BadBody> {
             .parse::<u32>()
             .map_err(|_| bad("groupID is not a number"))
     };
-    Ok(match method.name.as_str() {
+    let delta_num = match method.child("deltaNum") {
+        None => None,
+        Some(d) => Some(
+            d.text()
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| bad("deltaNum is not a number"))?,
+        ),
+    };
+    let op = match method.name.as_str() {
         "setContact" => SoapRequest::SetContact {
             uri: uri()?,
             name: field("displayName"),
@@ -202,7 +224,8 @@ pub fn parse_soap(body: &[u8]) -> Result<SoapRequest, BadBody> {
         },
         "deleteGroup" => SoapRequest::DeleteGroup { id: id()? },
         other => return Err(bad(format!("unsupported SOAP method {other}"))),
-    })
+    };
+    Ok(SoapContactRequest { op, delta_num })
 }
 
 /// The 200 body of addGroup: the new group's id.
@@ -242,50 +265,56 @@ fn category(out: &mut String, i: &CategoryInstance, owner: bool) {
 /// A `<categories>` document of one presentity: the instances of each view, and an
 /// empty `<category name=.../>` for a view with none (MS-PRES: nothing visible).
 ///
+/// Each view's XML is rendered once and cached in the view, which the engine shares
+/// among every watcher with the same view of the presentity.
+///
 /// One exception for watchers: SIPE ignores a `state` category without a `<state>`
 /// element, so a watcher's empty state view is sent as the offline aggregate (18500),
-/// stamped `now`; the JSON side keeps "nothing visible".
-pub fn watcher_categories(
-    uri: &UserUri,
-    views: &[std::sync::Arc<CategoryView>],
-    now: Timestamp,
-) -> String {
-    write_categories(uri, views, Some(now))
+/// stamped with the time it was first rendered; the JSON side keeps "nothing visible".
+pub fn watcher_categories(uri: &UserUri, views: &[Arc<CategoryView>], now: Timestamp) -> String {
+    let mut out = categories_open(uri);
+    for v in views {
+        out.push_str(v.encoded(WireFormat::Xml, |v| render_view(v, Some(now))));
+    }
+    out.push_str("</categories>");
+    out
 }
 
 /// A `<categories>` document as it is (the owner's roaming data).
-fn categories(uri: &UserUri, views: &[std::sync::Arc<CategoryView>]) -> String {
-    write_categories(uri, views, None)
-}
-
-fn write_categories(
-    uri: &UserUri,
-    views: &[std::sync::Arc<CategoryView>],
-    offline_at: Option<Timestamp>,
-) -> String {
-    let mut out = format!(
-        "<categories xmlns=\"{CATEGORIES_NS}\" uri=\"{}\">",
-        escape(&uri.to_sip())
-    );
+fn categories(uri: &UserUri, views: &[Arc<CategoryView>]) -> String {
+    let mut out = categories_open(uri);
     for v in views {
-        if let Some(now) =
-            offline_at.filter(|_| v.instances.is_empty() && &*v.name == "state" && !v.owner)
-        {
-            let _ = write!(
-                out,
-                "<category name=\"state\" instance=\"1\" publishTime=\"{}\"><state xmlns=\"{STATE_NS}\" \
-                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"aggregateState\">\
-                 <availability>{BLOCKED_AVAILABILITY}</availability></state></category>",
-                now.to_ms_pres()
-            );
-        } else if v.instances.is_empty() {
-            let _ = write!(out, "<category name=\"{}\"/>", escape(&v.name));
-        }
-        for i in &v.instances {
-            category(&mut out, i, v.owner);
-        }
+        out.push_str(&render_view(v, None));
     }
     out.push_str("</categories>");
+    out
+}
+
+fn categories_open(uri: &UserUri) -> String {
+    format!(
+        "<categories xmlns=\"{CATEGORIES_NS}\" uri=\"{}\">",
+        escape(&uri.to_sip())
+    )
+}
+
+fn render_view(v: &CategoryView, offline_at: Option<Timestamp>) -> String {
+    let mut out = String::new();
+    if let Some(now) =
+        offline_at.filter(|_| v.instances.is_empty() && &*v.name == "state" && !v.owner)
+    {
+        let _ = write!(
+            out,
+            "<category name=\"state\" instance=\"1\" publishTime=\"{}\"><state xmlns=\"{STATE_NS}\" \
+             xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"aggregateState\">\
+             <availability>{BLOCKED_AVAILABILITY}</availability></state></category>",
+            now.to_ms_pres()
+        );
+    } else if v.instances.is_empty() {
+        let _ = write!(out, "<category name=\"{}\"/>", escape(&v.name));
+    }
+    for i in &v.instances {
+        category(&mut out, i, v.owner);
+    }
     out
 }
 
@@ -337,7 +366,7 @@ fn subscribers(out: &mut String, list: &[SubscriberEntry]) {
 /// replacements of those category names; `None` parts are left out.
 pub fn roaming_data(
     uri: &UserUri,
-    views: &[std::sync::Arc<CategoryView>],
+    views: &[Arc<CategoryView>],
     container_list: Option<&[Container]>,
     subscriber_list: Option<&[SubscriberEntry]>,
 ) -> String {
@@ -355,35 +384,83 @@ pub fn roaming_data(
     out
 }
 
-/// The full `contactList` of roaming-contacts.
+fn group_xml(out: &mut String, element: &str, g: &Group) {
+    let special = if g.id == DEFAULT_GROUP {
+        " specialGroupId=\"1\""
+    } else {
+        ""
+    };
+    let _ = write!(
+        out,
+        "<{element} id=\"{}\" name=\"{}\"{special} externalURI=\"\"/>",
+        g.id,
+        escape(&g.name)
+    );
+}
+
+fn contact_xml(out: &mut String, element: &str, c: &Contact) {
+    let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
+    let _ = write!(
+        out,
+        "<{element} uri=\"{}\" name=\"{}\" groups=\"{}\" subscribed=\"{}\" externalURI=\"\"/>",
+        escape(c.uri.as_str()),
+        escape(&c.name),
+        groups.join(" "),
+        c.subscribed
+    );
+}
+
+/// The full `contactList` of roaming-contacts, sent once per subscription.
 pub fn contact_list(list: &ContactList) -> String {
     let mut out = format!("<contactList deltaNum=\"{}\">", list.delta_num);
     for g in &list.groups {
-        let special = if g.id == presence_model::contacts::DEFAULT_GROUP {
-            " specialGroupId=\"1\""
-        } else {
-            ""
-        };
-        let _ = write!(
-            out,
-            "<group id=\"{}\" name=\"{}\"{special} externalURI=\"\"/>",
-            g.id,
-            escape(&g.name)
-        );
+        group_xml(&mut out, "group", g);
     }
     for c in &list.contacts {
-        let groups: String = c.groups.iter().map(|g| format!("{g} ")).collect();
-        let _ = write!(
-            out,
-            "<contact uri=\"{}\" name=\"{}\" groups=\"{}\" subscribed=\"{}\" externalURI=\"\"/>",
-            escape(c.uri.as_str()),
-            escape(&c.name),
-            groups.trim_end(),
-            c.subscribed
-        );
+        contact_xml(&mut out, "contact", c);
     }
     out.push_str("</contactList>");
     out
+}
+
+/// A `contactDelta` taking a client from `older` to `newer` (MS-SIP 2.2.4): SIPE
+/// adds from a full list but never removes, so every change after the first list
+/// must come this way.
+pub fn contact_delta(older: &ContactList, newer: &ContactList) -> String {
+    let d = newer.delta_since(older);
+    let mut out = format!(
+        "<contactDelta deltaNum=\"{}\" prevDeltaNum=\"{}\">",
+        newer.delta_num, older.delta_num
+    );
+    for g in &d.added_groups {
+        group_xml(&mut out, "addedGroup", g);
+    }
+    for g in &d.modified_groups {
+        group_xml(&mut out, "modifiedGroup", g);
+    }
+    for c in &d.added_contacts {
+        contact_xml(&mut out, "addedContact", c);
+    }
+    for c in &d.modified_contacts {
+        contact_xml(&mut out, "modifiedContact", c);
+    }
+    for uri in &d.deleted_contacts {
+        let _ = write!(out, "<deletedContact uri=\"{}\"/>", escape(uri.as_str()));
+    }
+    for id in &d.deleted_groups {
+        let _ = write!(out, "<deletedGroup id=\"{id}\"/>");
+    }
+    out.push_str("</contactDelta>");
+    out
+}
+
+/// The 409 fault of a contact-list change made against a stale `deltaNum`: the client
+/// re-reads its list (re-subscribes to roaming-contacts) and tries again.
+pub fn stale_contacts_fault(current: u32) -> String {
+    format!(
+        "<Fault><Faultcode>Client.BadCall.WrongDelta</Faultcode><details>\
+         <contactList deltaNum=\"{current}\"/></details></Fault>"
+    )
 }
 
 /// The 409 fault of a stale publication or membership change.
@@ -446,8 +523,11 @@ mod tests {
         assert_eq!(cats, vec!["state", "note"]);
         let soap = parse_soap(br#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body><m:setContact xmlns:m="http://schemas.microsoft.com/winrtc/2002/11/sip"><m:displayName>Bob</m:displayName><m:groups>1 3 </m:groups><m:subscribed>true</m:subscribed><m:URI>bob@example.com</m:URI><m:externalURI /><m:deltaNum>5</m:deltaNum></m:setContact></SOAP-ENV:Body></SOAP-ENV:Envelope>"#).unwrap();
         assert!(
-            matches!(soap, SoapRequest::SetContact { ref groups, subscribed: true, .. } if groups == &vec![1, 3])
+            matches!(soap.op, SoapRequest::SetContact { ref groups, subscribed: true, .. } if groups == &vec![1, 3])
         );
+        assert_eq!(soap.delta_num, Some(5));
+        let bad = br#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:deleteContact xmlns:m="x"><m:URI>bob@example.com</m:URI><m:deltaNum>five</m:deltaNum></m:deleteContact></s:Body></s:Envelope>"#;
+        assert!(parse_soap(bad).is_err());
     }
 
     #[test]
@@ -459,6 +539,32 @@ mod tests {
             contact_list(&l),
             "<contactList deltaNum=\"2\"><group id=\"1\" name=\"~\" specialGroupId=\"1\" externalURI=\"\"/><contact uri=\"bob@example.com\" name=\"\" groups=\"1\" subscribed=\"true\" externalURI=\"\"/></contactList>"
         );
+        let older = l.clone();
+        let team = l.add_group("Team & co", None).unwrap();
+        l.set_contact(uri("bob@example.com"), "B", &[1, team], true, None)
+            .unwrap();
+        l.set_contact(uri("carol@example.com"), "", &[team], true, None)
+            .unwrap();
+        assert_eq!(
+            contact_delta(&older, &l),
+            "<contactDelta deltaNum=\"5\" prevDeltaNum=\"2\"><addedGroup id=\"2\" name=\"Team &amp; co\" externalURI=\"\"/><addedContact uri=\"carol@example.com\" name=\"\" groups=\"2\" subscribed=\"true\" externalURI=\"\"/><modifiedContact uri=\"bob@example.com\" name=\"B\" groups=\"1 2\" subscribed=\"true\" externalURI=\"\"/></contactDelta>"
+        );
+        let newer = {
+            let mut n = l.clone();
+            n.delete_contact(&uri("carol@example.com"), None).unwrap();
+            n.delete_group(team, None).unwrap();
+            n
+        };
+        let d = contact_delta(&l, &newer);
+        assert!(
+            d.contains("<deletedContact uri=\"carol@example.com\"/><deletedGroup id=\"2\"/>"),
+            "{d}"
+        );
+        assert!(
+            d.contains("<modifiedContact uri=\"bob@example.com\" name=\"B\" groups=\"1\""),
+            "{d}"
+        );
+        assert!(xml::parse(&d).is_ok());
         let f = wrong_delta_fault(&[Conflict {
             index: 1,
             version: 1,

@@ -11,7 +11,19 @@
 pub mod auth;
 mod bodies;
 mod connection;
+mod dialogs;
+mod errors;
+mod handshake;
+mod notify;
 pub mod ntlm;
+mod register;
+mod reply;
+mod rlmi;
+mod service;
+mod subscribe;
+
+pub use connection::Transport;
+pub use subscribe::MIN_EXPIRES;
 
 use accounts::Accounts;
 use presence_engine::Engine;
@@ -106,7 +118,11 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
-    let local = listener.local_addr().ok();
+    let transport = if tls.is_some() {
+        connection::Transport::Tls
+    } else {
+        connection::Transport::Tcp
+    };
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("never closed"),
@@ -123,6 +139,12 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        // The connection's own address: the one the client reached, even when the
+        // listener is bound to a wildcard address.
+        let Ok(addr) = stream.local_addr() else {
+            continue;
+        };
+        let local = connection::Local { addr, transport };
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();

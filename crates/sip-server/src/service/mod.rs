@@ -1,0 +1,37 @@
+//! SERVICE: MS-PRES operations, one module per body type. Each turns the request
+//! into one engine call and the engine's result into the answer.
+
+mod contacts;
+mod members;
+mod publish;
+mod subscribers;
+
+use crate::connection::Conn;
+use crate::errors::Refusal;
+use sip_proto::Message;
+
+pub(crate) async fn service(conn: &mut Conn, req: &Message) -> Message {
+    let content_type = req
+        .header("Content-Type")
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let outcome = match content_type.as_str() {
+        "application/msrtc-category-publish+xml" => publish::publish(conn, req).await,
+        "application/msrtc-setcontainermembers+xml" => members::set_members(conn, req).await,
+        "application/msrtc-presence-setsubscriber+xml" => {
+            subscribers::set_subscribers(conn, req).await
+        }
+        "application/soap+xml" => contacts::soap(conn, req).await,
+        _ => Err(Refusal {
+            code: 415,
+            reason: "Unsupported Media Type",
+            why: format!("unsupported body type {content_type:?}"),
+            fault: None,
+        }),
+    };
+    outcome.unwrap_or_else(|refusal| refusal.into_response(req))
+}

@@ -1,0 +1,275 @@
+//! SUBSCRIBE: the roaming-contacts, roaming-self and batched presence subscriptions,
+//! their lifetimes, and the one-shot events SIPE asks for.
+//!
+//! Lifetimes (RFC 6665): `Expires` is honoured between [`MIN_EXPIRES`] (423 below
+//! it) and the configured maximum (which is also the default); a refresh in the
+//! dialog extends it; an expired dialog gets a final notification with
+//! `Subscription-State: terminated`, and `Expires: 0` ends a dialog at once. A
+//! SUBSCRIBE naming a dialog the server no longer has (it expired) opens it anew,
+//! with a full snapshot, so a client that re-subscribes late still gets everything.
+
+use crate::bodies::{self, BadBody, ROAMING_CONTACTS_TYPE};
+use crate::connection::Conn;
+use crate::dialogs::{ContactsDialog, Dialog, PresenceDialog};
+use crate::errors::Refusal;
+use crate::notify::active;
+use crate::register::ALLOW_EVENTS;
+use crate::reply::{refuse, response, tag};
+use crate::rlmi::{self, Resource};
+use presence_engine::Target;
+use presence_model::UserUri;
+use sip_proto::{Message, NameAddr};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(crate) const PRESENCE: &str = "presence";
+pub(crate) const ROAMING_SELF: &str = "vnd-microsoft-roaming-self";
+pub(crate) const ROAMING_CONTACTS: &str = "vnd-microsoft-roaming-contacts";
+/// The shortest subscription granted, in seconds; asking for less gets 423.
+pub const MIN_EXPIRES: u32 = 60;
+
+/// What a SUBSCRIBE asked for, once its headers are read.
+struct Ask {
+    /// The granted lifetime in seconds (0: end the subscription).
+    expires: u32,
+    expires_at: Instant,
+    /// Our tag: the dialog's, or a new one for a new dialog.
+    local_tag: String,
+    /// Whether the request named a dialog (a refresh, or a late re-subscribe).
+    in_dialog: bool,
+}
+
+pub(crate) async fn subscribe(conn: &mut Conn, req: &Message) -> Message {
+    let event = req
+        .header("Event")
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let max = conn.ctx.config.subscribe_expires;
+    let expires = match req.header("Expires").map(|e| e.trim().parse::<u32>()) {
+        None => max,
+        Some(Ok(n)) => n.min(max),
+        Some(Err(_)) => return refuse(req, 400, "Bad Request", "Expires is not a number"),
+    };
+    let min = MIN_EXPIRES.min(max);
+    if expires != 0 && expires < min {
+        let mut r = refuse(req, 423, "Interval Too Brief", "subscription too short");
+        r.push_header("Min-Expires", min.to_string());
+        return r;
+    }
+    let existing_tag = req
+        .header("To")
+        .and_then(|t| NameAddr::parse(t).tag())
+        .map(str::to_string);
+    let ask = Ask {
+        expires,
+        expires_at: Instant::now() + Duration::from_secs(expires.into()),
+        in_dialog: existing_tag.is_some(),
+        local_tag: existing_tag.unwrap_or_else(tag),
+    };
+    let mut r = response(req, 200, "OK", Some(&ask.local_tag));
+    r.push_header("Event", req.header("Event").unwrap_or_default());
+    r.push_header("Expires", expires.to_string());
+    r.push_header("Contact", conn.ob.local.contact());
+    for ext in ["ms-benotify", "ms-piggyback-first-notify"] {
+        r.push_header("Supported", ext);
+    }
+    match event.as_str() {
+        // One-shot or legacy events: nothing to keep (SIPE needs only the 200).
+        "vnd-microsoft-provisioning-v2"
+        | "vnd-microsoft-provisioning"
+        | "presence.wpending"
+        | "vnd-microsoft-roaming-acl" => r,
+        ROAMING_CONTACTS => roaming_contacts(conn, req, ask, r).await,
+        ROAMING_SELF => roaming_self(conn, req, ask, r).await,
+        PRESENCE => presence(conn, req, ask, r)
+            .await
+            .unwrap_or_else(|refusal| refusal.into_response(req)),
+        _ => {
+            let mut r = response(req, 489, "Bad Event", None);
+            r.push_header("Allow-Events", ALLOW_EVENTS);
+            r
+        }
+    }
+}
+
+fn terminated(mut r: Message) -> Message {
+    r.push_header("Subscription-State", "terminated");
+    r
+}
+
+async fn roaming_contacts(conn: &mut Conn, req: &Message, ask: Ask, mut r: Message) -> Message {
+    if ask.expires == 0 {
+        conn.dialogs.lock().roaming_contacts = None;
+        return terminated(r);
+    }
+    {
+        let mut dl = conn.dialogs.lock();
+        if let Some(c) = dl.roaming_contacts.as_mut()
+            && ask.in_dialog
+            && c.dialog.matches(req)
+        {
+            c.dialog.expires_at = ask.expires_at;
+            return r;
+        }
+    }
+    // A new dialog: the full list rides in the answer (MS-SIP piggy-backed first
+    // notification); every later change is a delta from it.
+    let (engine, user) = (
+        conn.ctx.engine.clone(),
+        conn.user.clone().expect("registered"),
+    );
+    let snapshot = match conn.blocking(move || engine.own_snapshot(&user)).await {
+        Ok(s) => s,
+        Err(e) => return Refusal::from(e).into_response(req),
+    };
+    let list = Arc::new(snapshot.contacts);
+    let dialog = Dialog::new(req, &ask.local_tag, ask.expires_at);
+    r.push_header("Subscription-State", active(&dialog));
+    r.push_header("ms-piggyback-cseq", dialog.cseq.to_string());
+    r.push_header("Content-Type", ROAMING_CONTACTS_TYPE);
+    r.body = bodies::contact_list(&list).into_bytes();
+    conn.dialogs.lock().roaming_contacts = Some(ContactsDialog { dialog, sent: list });
+    // Contact-list changes reach the endpoint through its self view.
+    let s = conn.session.clone().expect("registered");
+    let _ = conn.blocking(move || s.subscribe_self()).await;
+    r
+}
+
+async fn roaming_self(conn: &mut Conn, req: &Message, ask: Ask, r: Message) -> Message {
+    if ask.expires == 0 {
+        conn.dialogs.lock().roaming_self = None;
+        return terminated(r);
+    }
+    {
+        let mut dl = conn.dialogs.lock();
+        if let Some(d) = dl.roaming_self.as_mut()
+            && ask.in_dialog
+            && d.matches(req)
+        {
+            d.expires_at = ask.expires_at;
+            return r;
+        }
+        dl.roaming_self = Some(Dialog::new(req, &ask.local_tag, ask.expires_at));
+    }
+    // The full roaming data follows, after this answer, as the dialog's first
+    // BENOTIFY.
+    let s = conn.session.clone().expect("registered");
+    let _ = conn.blocking(move || s.subscribe_self()).await;
+    r
+}
+
+async fn presence(
+    conn: &mut Conn,
+    req: &Message,
+    ask: Ask,
+    mut r: Message,
+) -> Result<Message, Refusal> {
+    let session = conn.session.clone().expect("registered");
+    let user = conn.user.clone().expect("registered");
+    if ask.expires == 0 {
+        let gone = {
+            let mut dl = conn.dialogs.lock();
+            let i = dl.presence.iter().position(|p| p.dialog.matches(req));
+            i.map(|i| dl.presence.remove(i))
+        };
+        if let Some(p) = gone {
+            let _ = conn
+                .blocking(move || Ok(session.unsubscribe(&p.engine_id)))
+                .await;
+        }
+        return Ok(terminated(r));
+    }
+    let (resources, categories) = if req.body.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        bodies::parse_batch_sub(&req.body).map_err(|BadBody(why)| Refusal::bad_body(why))?
+    };
+    let (engine_id, before, is_new) = {
+        let mut dl = conn.dialogs.lock();
+        let known = dl
+            .presence_of(req)
+            .filter(|_| ask.in_dialog)
+            .map(|p| (p.engine_id.clone(), p.resources.clone()));
+        match known {
+            Some((id, resources)) => (id, resources, false),
+            None => (dl.new_engine_id(), BTreeSet::new(), true),
+        }
+    };
+    let mut all: BTreeSet<UserUri> = before.clone();
+    all.extend(resources.iter().map(|r| r.uri.clone()));
+    let max = conn.ctx.engine.config().max_targets_per_subscription;
+    if all.len() > max {
+        return Err(Refusal {
+            code: 413,
+            reason: "Request Entity Too Large",
+            why: format!("a presence subscription holds at most {max} presentities"),
+            fault: None,
+        });
+    }
+    let asks_context = resources.iter().any(|r| r.context);
+    if !is_new && all == before && !asks_context {
+        // A refresh: nothing new to watch.
+        if let Some(p) = conn.dialogs.lock().presence_of(req) {
+            p.dialog.expires_at = ask.expires_at;
+        }
+        return Ok(r);
+    }
+    let targets: Vec<Target> = all
+        .iter()
+        .map(|uri| Target {
+            uri: uri.clone(),
+            context: resources.iter().any(|r| r.context && &r.uri == uri),
+        })
+        .collect();
+    let id = engine_id.clone();
+    let s = session.clone();
+    let (result, snapshots) = conn
+        .blocking(move || s.subscribe_returning(&id, &targets, &categories))
+        .await?;
+    let now = conn.ob.clock.now();
+    let docs: Vec<(UserUri, String)> = snapshots
+        .iter()
+        .map(|(uri, views)| (uri.clone(), bodies::watcher_categories(uri, views, now)))
+        .collect();
+    let parts: Vec<Resource> = docs
+        .iter()
+        .map(|(uri, doc)| Resource {
+            uri,
+            categories: Some(doc.clone()),
+        })
+        .chain(result.unknown.iter().map(|uri| Resource {
+            uri,
+            categories: None,
+        }))
+        .collect();
+    let mut dl = conn.dialogs.lock();
+    let p = match dl.presence_of(req).filter(|_| !is_new) {
+        Some(p) => p,
+        None => {
+            dl.presence.push(PresenceDialog {
+                dialog: Dialog::new(req, &ask.local_tag, ask.expires_at),
+                engine_id,
+                resources: BTreeSet::new(),
+                rlmi_version: 0,
+            });
+            dl.presence.last_mut().expect("just pushed")
+        }
+    };
+    p.dialog.expires_at = ask.expires_at;
+    p.resources = all;
+    p.rlmi_version += 1;
+    // The state of every presentity in the dialog rides in the answer as one RLMI
+    // batch (SIPE also reads the batch to know whom to re-subscribe to later).
+    let (content_type, body) = rlmi::batch(&user, p.rlmi_version, true, &parts);
+    r.push_header("Subscription-State", active(&p.dialog));
+    r.push_header("ms-piggyback-cseq", p.dialog.cseq.to_string());
+    r.push_header("Content-Type", content_type);
+    r.body = body.into_bytes();
+    Ok(r)
+}
