@@ -58,6 +58,11 @@ pub struct ServerConfig {
     pub sip_allow_unauthenticated: bool,
     /// SIP over TLS listen address; `"off"` (the default) disables it.
     pub sip_tls: Listen,
+    /// Longest SIP registration granted, in seconds (also the default).
+    pub sip_register_expires: u32,
+    /// Longest SIP subscription granted, in seconds (also the default); shorter
+    /// requests down to 60 s are honoured.
+    pub sip_subscribe_expires: u32,
     /// PEM certificate chain for SIP over TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for SIP over TLS.
@@ -112,6 +117,8 @@ impl Default for ServerConfig {
             sip: Listen::On(DEFAULT_SIP.parse().expect("valid default")),
             sip_allow_unauthenticated: false,
             sip_tls: Listen::Off,
+            sip_register_expires: sip_server::SipConfig::default().register_expires,
+            sip_subscribe_expires: sip_server::SipConfig::default().subscribe_expires,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

@@ -189,6 +189,8 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         services.accounts.clone(),
         sip_server::SipConfig {
             allow_unauthenticated: config.server.sip_allow_unauthenticated,
+            register_expires: config.server.sip_register_expires,
+            subscribe_expires: config.server.sip_subscribe_expires,
             ..Default::default()
         },
     );

@@ -178,12 +178,13 @@ async fn publications_versions_and_errors() {
     let mut bomb = note_pub(200, 1, "x");
     bomb["value"] = json!("<!DOCTYPE n [<!ENTITY a \"aaaa\">]><note>&a;</note>");
     let (s, body) = alice.publish(json!({"publications": [bomb]})).await;
-    assert_eq!((s, body["error"].as_str()), (422, Some("invalid_xml")));
+    assert_eq!((s, body["error"].as_str()), (400, Some("invalid_xml")));
+    assert_eq!(body["kind"], "bad_request", "{body}");
     let mut broken = note_pub(200, 1, "x");
     broken["value"] = json!("<note>");
     assert_eq!(
         alice.publish(json!({"publications": [broken]})).await.0,
-        422
+        400
     );
     let agg = json!({"category": "state", "instance": 1, "container": 200, "version": 0, "expire_type": "static",
                      "value": machine_state(3500)});
@@ -196,13 +197,13 @@ async fn publications_versions_and_errors() {
         400,
         "endpoint expiry needs an endpoint"
     );
+    let (s, body) = alice
+        .publish(json!({"endpoint": 999999, "publications": [ep]}))
+        .await;
     assert_eq!(
-        alice
-            .publish(json!({"endpoint": 999999, "publications": [ep]}))
-            .await
-            .0,
-        400,
-        "not a live endpoint"
+        (s, body["error"].as_str(), body["kind"].as_str()),
+        (403, Some("invalid_endpoint"), Some("forbidden")),
+        "not a live endpoint: {body}"
     );
     let mut bad_container = note_pub(40000, 0, "x");
     bad_container["container"] = json!(40000);

@@ -12,6 +12,7 @@ use presence_model::contacts::ContactList;
 use sip_proto::{Message, NameAddr};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// The notifier's side of a subscription dialog.
@@ -28,10 +29,23 @@ pub(crate) struct Dialog {
     pub expires_at: Instant,
     /// Whether the client takes BENOTIFY (unanswered NOTIFY; `Supported: ms-benotify`).
     pub benotify: bool,
+    /// With `Supported: com.microsoft.autoextend`, every notification extends the
+    /// dialog by its granted lifetime.
+    pub autoextend: Option<Duration>,
 }
 
+/// Whether a request lists `ext` in one of its `Supported` headers.
+pub(crate) fn supports(req: &Message, ext: &str) -> bool {
+    req.headers_named("Supported")
+        .any(|s| s.split(',').any(|x| x.trim().eq_ignore_ascii_case(ext)))
+}
+
+/// The Microsoft extension that makes notifications refresh a subscription.
+pub(crate) const AUTOEXTEND: &str = "com.microsoft.autoextend";
+
 impl Dialog {
-    pub fn new(req: &Message, local_tag: &str, expires_at: Instant) -> Dialog {
+    /// A dialog opened by `req`, living `lifetime` unless refreshed.
+    pub fn new(req: &Message, local_tag: &str, lifetime: Duration) -> Dialog {
         Dialog {
             call_id: req.header("Call-ID").unwrap_or_default().to_string(),
             local_tag: local_tag.to_string(),
@@ -42,12 +56,16 @@ impl Dialog {
                 .unwrap_or_default()
                 .to_string(),
             cseq: 1,
-            expires_at,
-            benotify: req.headers_named("Supported").any(|s| {
-                s.split(',')
-                    .any(|x| x.trim().eq_ignore_ascii_case("ms-benotify"))
-            }),
+            expires_at: Instant::now() + lifetime,
+            benotify: supports(req, "ms-benotify"),
+            autoextend: supports(req, AUTOEXTEND).then_some(lifetime),
         }
+    }
+
+    /// A refresh: the dialog lives `lifetime` from now.
+    pub fn refresh(&mut self, req: &Message, lifetime: Duration) {
+        self.expires_at = Instant::now() + lifetime;
+        self.autoextend = supports(req, AUTOEXTEND).then_some(lifetime);
     }
 
     /// Whether `req` belongs to this dialog (same Call-ID; our tag, if it names one).
@@ -155,7 +173,6 @@ impl Dialogs {
 mod tests {
     use super::*;
     use sip_proto::Method;
-    use std::time::Duration;
 
     fn subscribe(call_id: &str, to_tag: Option<&str>) -> Message {
         let to = match to_tag {
@@ -175,10 +192,10 @@ mod tests {
 
     #[test]
     fn dialogs_are_told_apart_by_call_id_and_tag() {
-        let now = Instant::now();
-        let d = Dialog::new(&subscribe("c1", None), "t1", now);
+        let d = Dialog::new(&subscribe("c1", None), "t1", Duration::from_secs(60));
         assert_eq!(d.target, "sip:10.0.0.1:5061;transport=tls");
         assert!(d.benotify);
+        assert_eq!(d.autoextend, None, "not asked for");
         assert!(d.matches(&subscribe("c1", Some("t1"))));
         assert!(d.matches(&subscribe("c1", None)));
         assert!(!d.matches(&subscribe("c1", Some("other"))));

@@ -52,6 +52,9 @@ impl Outbound {
         content: Option<(&str, String)>,
     ) -> Vec<u8> {
         dialog.cseq += 1;
+        if let Some(lifetime) = dialog.autoextend {
+            dialog.expires_at = tokio::time::Instant::now() + lifetime;
+        }
         let method = if dialog.benotify {
             Method::Benotify
         } else {

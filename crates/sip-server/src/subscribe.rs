@@ -10,7 +10,7 @@
 
 use crate::bodies::{self, BadBody, ROAMING_CONTACTS_TYPE};
 use crate::connection::Conn;
-use crate::dialogs::{ContactsDialog, Dialog, PresenceDialog};
+use crate::dialogs::{AUTOEXTEND, ContactsDialog, Dialog, PresenceDialog, supports};
 use crate::errors::Refusal;
 use crate::notify::active;
 use crate::register::ALLOW_EVENTS;
@@ -22,7 +22,6 @@ use sip_proto::{Message, NameAddr};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 pub(crate) const PRESENCE: &str = "presence";
 pub(crate) const ROAMING_SELF: &str = "vnd-microsoft-roaming-self";
@@ -34,7 +33,7 @@ pub const MIN_EXPIRES: u32 = 60;
 struct Ask {
     /// The granted lifetime in seconds (0: end the subscription).
     expires: u32,
-    expires_at: Instant,
+    lifetime: Duration,
     /// Our tag: the dialog's, or a new one for a new dialog.
     local_tag: String,
     /// Whether the request named a dialog (a refresh, or a late re-subscribe).
@@ -68,7 +67,7 @@ pub(crate) async fn subscribe(conn: &mut Conn, req: &Message) -> Message {
         .map(str::to_string);
     let ask = Ask {
         expires,
-        expires_at: Instant::now() + Duration::from_secs(expires.into()),
+        lifetime: Duration::from_secs(expires.into()),
         in_dialog: existing_tag.is_some(),
         local_tag: existing_tag.unwrap_or_else(tag),
     };
@@ -78,6 +77,9 @@ pub(crate) async fn subscribe(conn: &mut Conn, req: &Message) -> Message {
     r.push_header("Contact", conn.ob.local.contact());
     for ext in ["ms-benotify", "ms-piggyback-first-notify"] {
         r.push_header("Supported", ext);
+    }
+    if supports(req, AUTOEXTEND) {
+        r.push_header("Supported", AUTOEXTEND);
     }
     match event.as_str() {
         // One-shot or legacy events: nothing to keep (SIPE needs only the 200).
@@ -114,7 +116,7 @@ async fn roaming_contacts(conn: &mut Conn, req: &Message, ask: Ask, mut r: Messa
             && ask.in_dialog
             && c.dialog.matches(req)
         {
-            c.dialog.expires_at = ask.expires_at;
+            c.dialog.refresh(req, ask.lifetime);
             return r;
         }
     }
@@ -129,7 +131,7 @@ async fn roaming_contacts(conn: &mut Conn, req: &Message, ask: Ask, mut r: Messa
         Err(e) => return Refusal::from(e).into_response(req),
     };
     let list = Arc::new(snapshot.contacts);
-    let dialog = Dialog::new(req, &ask.local_tag, ask.expires_at);
+    let dialog = Dialog::new(req, &ask.local_tag, ask.lifetime);
     r.push_header("Subscription-State", active(&dialog));
     r.push_header("ms-piggyback-cseq", dialog.cseq.to_string());
     r.push_header("Content-Type", ROAMING_CONTACTS_TYPE);
@@ -152,10 +154,10 @@ async fn roaming_self(conn: &mut Conn, req: &Message, ask: Ask, r: Message) -> M
             && ask.in_dialog
             && d.matches(req)
         {
-            d.expires_at = ask.expires_at;
+            d.refresh(req, ask.lifetime);
             return r;
         }
-        dl.roaming_self = Some(Dialog::new(req, &ask.local_tag, ask.expires_at));
+        dl.roaming_self = Some(Dialog::new(req, &ask.local_tag, ask.lifetime));
     }
     // The full roaming data follows, after this answer, as the dialog's first
     // BENOTIFY.
@@ -216,7 +218,7 @@ async fn presence(
     if !is_new && all == before && !asks_context {
         // A refresh: nothing new to watch.
         if let Some(p) = conn.dialogs.lock().presence_of(req) {
-            p.dialog.expires_at = ask.expires_at;
+            p.dialog.refresh(req, ask.lifetime);
         }
         return Ok(r);
     }
@@ -253,7 +255,7 @@ async fn presence(
         Some(p) => p,
         None => {
             dl.presence.push(PresenceDialog {
-                dialog: Dialog::new(req, &ask.local_tag, ask.expires_at),
+                dialog: Dialog::new(req, &ask.local_tag, ask.lifetime),
                 engine_id,
                 resources: BTreeSet::new(),
                 rlmi_version: 0,
@@ -261,7 +263,7 @@ async fn presence(
             dl.presence.last_mut().expect("just pushed")
         }
     };
-    p.dialog.expires_at = ask.expires_at;
+    p.dialog.refresh(req, ask.lifetime);
     p.resources = all;
     p.rlmi_version += 1;
     // The state of every presentity in the dialog rides in the answer as one RLMI

@@ -57,7 +57,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    ApiError::of_kind(
+        presence_engine::ErrorKind::NotFound,
+        "not_found",
+        "no such route",
+    )
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -73,8 +73,8 @@ async fn ldap_verify(
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "directory unavailable for sign-in");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::of_kind(
+                presence_engine::ErrorKind::Unavailable,
                 "directory_unavailable",
                 "the directory cannot check passwords right now",
             )

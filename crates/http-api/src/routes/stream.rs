@@ -236,8 +236,8 @@ async fn handle_op(session: &Arc<Session>, raw: &str) -> Option<String> {
                 Ok(result) if result.unknown.is_empty() => None,
                 Ok(result) => {
                     let names: Vec<&str> = result.unknown.iter().map(|u| u.as_str()).collect();
-                    let err = ApiError::new(
-                        axum::http::StatusCode::NOT_FOUND,
+                    let err = ApiError::of_kind(
+                        presence_engine::ErrorKind::NotFound,
                         "unknown_user",
                         format!("unknown user(s): {}", names.join(", ")),
                     );
@@ -253,8 +253,8 @@ async fn handle_op(session: &Arc<Session>, raw: &str) -> Option<String> {
                 .await
                 .unwrap_or(false);
             (!removed).then(|| {
-                let err = ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
+                let err = ApiError::of_kind(
+                    presence_engine::ErrorKind::NotFound,
                     "unknown_subscription",
                     format!("no subscription with id {id:?}"),
                 );
