@@ -11,9 +11,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 fn machine_state_publish(version: u32, availability: u32) -> String {
+    machine_state_publish_of("alice@example.com", version, availability)
+}
+
+fn machine_state_publish_of(user: &str, version: u32, availability: u32) -> String {
     let state = machine_state(availability);
     format!(
-        "<publish xmlns=\"http://schemas.microsoft.com/2006/09/sip/rich-presence\"><publications uri=\"sip:alice@example.com\">\
+        "<publish xmlns=\"http://schemas.microsoft.com/2006/09/sip/rich-presence\"><publications uri=\"sip:{user}\">\
          <publication categoryName=\"state\" instance=\"1022409101\" container=\"2\" version=\"{version}\" expireType=\"endpoint\">{state}</publication>\
          <publication categoryName=\"state\" instance=\"1022409101\" container=\"3\" version=\"{version}\" expireType=\"endpoint\">{state}</publication>\
          </publications></publish>"
@@ -81,25 +85,38 @@ async fn sip_and_websocket_watchers_see_the_same_presence() {
             soap,
         )
         .await;
-    // The 200 and the contact-list notification may come in either order.
-    let (mut answered, mut delta) = (false, None);
-    while !answered || delta.is_none() {
-        let m = carol.recv().await;
-        if m.method().is_none() {
-            assert_eq!(status(&m), 200);
-            answered = true;
-        } else if is_benotify(&m, "vnd-microsoft-roaming-contacts")
-            && body(&m).contains("deltaNum=\"2\"")
-        {
-            delta = Some(m);
-        }
-    }
-    let delta = delta.unwrap();
+    // The answer comes first, then the change as a delta from the full list.
+    let answer = carol.recv().await;
+    assert_eq!(status(&answer), 200, "{}", body(&answer));
+    let delta = carol
+        .recv_until(|m| is_benotify(m, "vnd-microsoft-roaming-contacts"))
+        .await;
     assert!(
-        body(&delta).contains("uri=\"alice@example.com\""),
+        body(&delta).starts_with("<contactDelta deltaNum=\"2\" prevDeltaNum=\"1\"><addedContact uri=\"alice@example.com\""),
         "{}",
         body(&delta)
     );
+    // A change made against an old list is refused with the fault SIPE recovers from.
+    carol
+        .request(
+            "SERVICE",
+            "soap-stale",
+            &[("Content-Type", "application/SOAP+xml")],
+            soap,
+        )
+        .await;
+    let stale = carol.recv().await;
+    assert_eq!(status(&stale), 409);
+    assert_eq!(
+        stale.header("Content-Type"),
+        Some("application/msrtc-fault+xml")
+    );
+    assert!(
+        body(&stale).contains("Client.BadCall.WrongDelta"),
+        "{}",
+        body(&stale)
+    );
+    assert!(body(&stale).contains("deltaNum=\"2\""), "{}", body(&stale));
     let batch = "<batchSub xmlns=\"http://schemas.microsoft.com/2006/01/sip/batch-subscribe\" uri=\"sip:carol@example.com\" name=\"\">\
                  <action name=\"subscribe\" id=\"63792024\"><adhocList><resource uri=\"sip:alice@example.com\"><context/></resource></adhocList>\
                  <categoryList xmlns=\"http://schemas.microsoft.com/2006/09/sip/categorylist\"><category name=\"contactCard\"/>\
@@ -114,14 +131,26 @@ async fn sip_and_websocket_watchers_see_the_same_presence() {
     carol
         .request("SUBSCRIBE", "presence-carol", &extra, batch)
         .await;
-    assert_eq!(
-        status(&carol.recv_until(|m| m.method().is_none()).await),
-        200
+    // The answer carries the first state of every presentity, as one RLMI batch.
+    let first = carol.recv_until(|m| m.method().is_none()).await;
+    assert_eq!(status(&first), 200);
+    assert!(
+        first
+            .header("Content-Type")
+            .unwrap()
+            .starts_with("multipart/related; type=\"application/rlmi+xml\""),
+        "{first:?}"
     );
-    let first = carol.recv_until(|m| is_benotify(m, "presence")).await;
+    assert!(first.header("ms-piggyback-cseq").is_some());
     let first_body = body(&first);
     assert!(
-        first_body.contains("uri=\"sip:alice@example.com\""),
+        first_body.contains(
+            "<resource uri=\"sip:alice@example.com\"><instance id=\"0\" state=\"active\""
+        ),
+        "{first_body}"
+    );
+    assert!(
+        first_body.contains("<categories xmlns=\"http://schemas.microsoft.com/2006/09/sip/categories\" uri=\"sip:alice@example.com\">"),
         "{first_body}"
     );
     assert!(
@@ -374,4 +403,232 @@ async fn sip_over_tls_with_a_verified_certificate() {
     let ok = c.register().await;
     assert_eq!(status(&ok), 200);
     assert_eq!(ok.header("Expires"), Some("3600"));
+    // Over TLS, our Contact and Via say TLS, with the address the client reached.
+    let mut extra = vec![
+        ("Event", "vnd-microsoft-roaming-self"),
+        ("Content-Type", "application/vnd-microsoft-roaming-self+xml"),
+    ];
+    extra.extend(BENOTIFY);
+    c.request("SUBSCRIBE", "self-tls", &extra, "").await;
+    let ok = c.recv().await;
+    assert_eq!(status(&ok), 200);
+    assert_eq!(
+        ok.header("Contact"),
+        Some(format!("<sip:{addr};transport=tls>").as_str())
+    );
+    let n = c
+        .recv_until(|m| is_benotify(m, "vnd-microsoft-roaming-self"))
+        .await;
+    assert!(
+        n.header("Via")
+            .unwrap()
+            .starts_with(&format!("SIP/2.0/TLS {addr};branch=")),
+        "{n:?}"
+    );
+    assert_eq!(
+        n.header("Contact"),
+        Some(format!("<sip:{addr};transport=tls>").as_str())
+    );
+}
+
+/// A batched presence SUBSCRIBE body for `uris`, as SIPE writes it.
+fn batch_sub(watcher: &str, uris: &[&str]) -> String {
+    let resources: String = uris
+        .iter()
+        .map(|u| format!("<resource uri=\"sip:{u}\"/>"))
+        .collect();
+    format!(
+        "<batchSub xmlns=\"http://schemas.microsoft.com/2006/01/sip/batch-subscribe\" uri=\"sip:{watcher}\" name=\"\">\
+         <action name=\"subscribe\" id=\"63792024\"><adhocList>{resources}</adhocList>\
+         <categoryList xmlns=\"http://schemas.microsoft.com/2006/09/sip/categorylist\"><category name=\"state\"/></categoryList></action></batchSub>"
+    )
+}
+
+const PRESENCE_SUB: [(&str, &str); 6] = [
+    ("Event", "presence"),
+    ("Require", "adhoclist, categoryList"),
+    ("Supported", "eventlist"),
+    ("Content-Type", "application/msrtc-adrl-categorylist+xml"),
+    ("Supported", "ms-benotify"),
+    ("Supported", "ms-piggyback-first-notify"),
+];
+
+/// A presence BENOTIFY on dialog `call_id` that shows `user` at `availability`.
+fn shows(m: &sip_proto::Message, call_id: &str, user: &str, availability: u32) -> bool {
+    let b = body(m);
+    is_benotify(m, "presence")
+        && m.header("Call-ID") == Some(call_id)
+        && b.contains(&format!("uri=\"sip:{user}\">"))
+        && b.contains(&format!("<availability>{availability}</availability>"))
+}
+
+#[tokio::test]
+async fn presence_dialogs_are_separate_subscriptions_with_lifetimes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (u, n) in [
+        ("alice@example.com", "Alice"),
+        ("bob@example.com", "Bob"),
+        ("carol@example.com", "Carol"),
+    ] {
+        add_user(dir.path(), u, n, "pw");
+    }
+    // Subscriptions live at most 3 s here, so that expiry can be watched.
+    let config = dir.path().join("presenced.toml");
+    std::fs::write(&config, "[server]\nsip_subscribe_expires = 3\n").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--sip",
+            "127.0.0.1:0",
+            "--sip-allow-unauthenticated",
+        ],
+    );
+    let mut alice = SipClient::connect(&server, "alice@example.com").await;
+    let mut bob = SipClient::connect(&server, "bob@example.com").await;
+    let mut carol = SipClient::connect(&server, "carol@example.com").await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(status(&c.register().await), 200);
+    }
+    let publish = [("Content-Type", "application/msrtc-category-publish+xml")];
+    let mut versions = std::collections::HashMap::new();
+    let mut set = async |c: &mut SipClient, availability: u32| {
+        let v = versions.entry(c.user.clone()).or_insert(0);
+        let doc = machine_state_publish_of(&c.user.clone(), *v, availability);
+        c.request("SERVICE", "pub", &publish, &doc).await;
+        let ok = c.recv_until(|m| m.method().is_none()).await;
+        assert_eq!(status(&ok), 200, "{}", body(&ok));
+        *v += 1;
+    };
+
+    // Lifetimes: too short is refused with the minimum; too long is cut down.
+    let mut short = PRESENCE_SUB.to_vec();
+    short.push(("Expires", "1"));
+    alice
+        .request(
+            "SUBSCRIBE",
+            "short",
+            &short,
+            &batch_sub("alice@example.com", &["bob@example.com"]),
+        )
+        .await;
+    let r = alice.recv().await;
+    assert_eq!((status(&r), r.header("Min-Expires")), (423, Some("3")));
+
+    // Dialog d1 watches bob; the answer carries bob's state.
+    let mut long = PRESENCE_SUB.to_vec();
+    long.push(("Expires", "99999"));
+    alice
+        .request(
+            "SUBSCRIBE",
+            "d1",
+            &long,
+            &batch_sub("alice@example.com", &["bob@example.com"]),
+        )
+        .await;
+    let d1 = alice.recv().await;
+    assert_eq!((status(&d1), d1.header("Expires")), (200, Some("3")));
+    assert!(
+        body(&d1).contains("uri=\"sip:bob@example.com\">"),
+        "{}",
+        body(&d1)
+    );
+    let d1_tag = sip_proto::NameAddr::parse(d1.header("To").unwrap())
+        .tag()
+        .unwrap()
+        .to_string();
+    // A SUBSCRIBE in d1 for carol adds her: bob stays watched (SIPE adds each new
+    // buddy this way).
+    alice
+        .request_in_dialog(
+            "SUBSCRIBE",
+            "d1",
+            &d1_tag,
+            &PRESENCE_SUB,
+            &batch_sub("alice@example.com", &["carol@example.com"]),
+        )
+        .await;
+    let more = alice.recv().await;
+    assert_eq!(status(&more), 200);
+    assert!(body(&more).contains("uri=\"sip:carol@example.com\">"));
+    // Dialog d2, separate, watches carol too.
+    alice
+        .request(
+            "SUBSCRIBE",
+            "d2",
+            &PRESENCE_SUB,
+            &batch_sub("alice@example.com", &["carol@example.com"]),
+        )
+        .await;
+    let d2 = alice.recv().await;
+    assert_eq!(status(&d2), 200);
+    let d2_tag = sip_proto::NameAddr::parse(d2.header("To").unwrap())
+        .tag()
+        .unwrap()
+        .to_string();
+
+    set(&mut bob, 3500).await;
+    alice
+        .recv_until(|m| shows(m, "d1", "bob@example.com", 3500))
+        .await;
+    set(&mut carol, 6500).await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        let m = alice.recv().await;
+        for d in ["d1", "d2"] {
+            if shows(&m, d, "carol@example.com", 6500) {
+                seen.insert(d);
+            }
+        }
+    }
+
+    // Unsubscribing d2 ends it at once.
+    let mut end = PRESENCE_SUB.to_vec();
+    end.push(("Expires", "0"));
+    alice
+        .request_in_dialog("SUBSCRIBE", "d2", &d2_tag, &end, "")
+        .await;
+    let bye = alice.recv_until(|m| m.method().is_none()).await;
+    assert_eq!(status(&bye), 200);
+    assert_eq!(bye.header("Subscription-State"), Some("terminated"));
+
+    // Nobody refreshes d1: it ends with a final notification.
+    let last = alice
+        .recv_until(|m| {
+            m.header("Call-ID") == Some("d1")
+                && m.header("Subscription-State")
+                    .is_some_and(|s| s.starts_with("terminated"))
+        })
+        .await;
+    assert_eq!(
+        last.header("Subscription-State"),
+        Some("terminated;reason=timeout")
+    );
+    // After that, changes reach no dialog.
+    set(&mut carol, 15500).await;
+    set(&mut bob, 6500).await;
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(500),
+        alice.recv_until(|m| is_benotify(m, "presence")),
+    )
+    .await;
+    assert!(quiet.is_err(), "a notification after the end: {quiet:?}");
+    // Re-subscribing late in the old dialog starts over with a full snapshot.
+    alice
+        .request_in_dialog(
+            "SUBSCRIBE",
+            "d1",
+            &d1_tag,
+            &PRESENCE_SUB,
+            &batch_sub("alice@example.com", &["bob@example.com"]),
+        )
+        .await;
+    let again = alice.recv().await;
+    assert_eq!(status(&again), 200);
+    assert!(
+        body(&again).contains("<availability>6500</availability>"),
+        "{}",
+        body(&again)
+    );
 }

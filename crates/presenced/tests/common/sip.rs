@@ -44,11 +44,36 @@ impl SipClient {
         extra: &[(&str, &str)],
         body: &str,
     ) {
+        self.send_request(method, call_id, None, extra, body).await
+    }
+
+    /// Sends a request in the dialog the server tagged `to_tag`.
+    pub async fn request_in_dialog(
+        &mut self,
+        method: &str,
+        call_id: &str,
+        to_tag: &str,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) {
+        self.send_request(method, call_id, Some(to_tag), extra, body)
+            .await
+    }
+
+    async fn send_request(
+        &mut self,
+        method: &str,
+        call_id: &str,
+        to_tag: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) {
         self.cseq += 1;
         let u = &self.user;
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         let mut m = format!(
             "{method} sip:{target} SIP/2.0\r\nVia: SIP/2.0/tcp 127.0.0.1:{port}\r\n\
-             From: <sip:{u}>;tag=t{cseq};epid=cf0b98dadeb9\r\nTo: <sip:{u}>\r\nCSeq: {cseq} {method}\r\n\
+             From: <sip:{u}>;tag=t{cseq};epid=cf0b98dadeb9\r\nTo: <sip:{u}>{to_tag}\r\nCSeq: {cseq} {method}\r\n\
              Call-ID: {call_id}\r\nContact: <sip:{u}:{port};maddr=127.0.0.1;transport=tcp>;proxy=replace\r\n",
             target = if method == "REGISTER" {
                 "example.com"
