@@ -204,11 +204,9 @@ mod tests {
 
     #[test]
     fn expiry_takes_only_what_is_due() {
-        let now = Instant::now();
         let mut ds = Dialogs::default();
-        let dialog = |call: &str, secs| {
-            Dialog::new(&subscribe(call, None), "t", now + Duration::from_secs(secs))
-        };
+        let dialog =
+            |call: &str, secs| Dialog::new(&subscribe(call, None), "t", Duration::from_secs(secs));
         ds.roaming_self = Some(dialog("self", 100));
         for (call, secs) in [("p1", 10), ("p2", 50)] {
             let engine_id = ds.new_engine_id();
@@ -219,13 +217,15 @@ mod tests {
                 rlmi_version: 0,
             });
         }
-        assert_eq!(ds.next_expiry(), Some(now + Duration::from_secs(10)));
+        // Taken after the dialogs were made: `now + 10 s` is past p1's end.
+        let now = Instant::now();
+        assert_eq!(ds.next_expiry(), Some(ds.presence[0].dialog.expires_at));
         assert!(ds.take_expired(now + Duration::from_secs(9)).is_empty());
         let gone = ds.take_expired(now + Duration::from_secs(10));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].dialog.call_id, "p1");
         assert_eq!(gone[0].engine_id.as_deref(), Some("sip-presence-1"));
-        assert_eq!(ds.next_expiry(), Some(now + Duration::from_secs(50)));
+        assert_eq!(ds.next_expiry(), Some(ds.presence[0].dialog.expires_at));
         let gone = ds.take_expired(now + Duration::from_secs(1000));
         assert_eq!(gone.len(), 2);
         assert_eq!(ds.next_expiry(), None);

@@ -21,6 +21,8 @@ mod reply;
 mod rlmi;
 mod service;
 mod subscribe;
+#[cfg(test)]
+mod testing;
 
 pub use connection::Transport;
 pub use subscribe::MIN_EXPIRES;

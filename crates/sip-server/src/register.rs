@@ -94,3 +94,66 @@ pub(crate) async fn register(conn: &mut Conn, req: &Message) -> Message {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+    use sip_proto::Method;
+
+    #[tokio::test]
+    async fn sign_in_refresh_and_sign_out() {
+        let fx = Fixture::new(&["alice@example.com", "bob@example.com"]);
+        let (mut conn, _out) = fx.conn();
+        let reg = |user: &str, expires: Option<&'static str>| {
+            let headers: Vec<(&str, &str)> = expires.map(|e| ("Expires", e)).into_iter().collect();
+            request(Method::Register, user, "reg", None, &headers, "")
+        };
+        let early = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "x",
+            None,
+            &[("Event", "presence")],
+            "",
+        );
+        assert_eq!(
+            status(&conn.answer(&early).await.unwrap()),
+            403,
+            "register first"
+        );
+        let ok = conn
+            .answer(&reg("alice@example.com", Some("99999")))
+            .await
+            .unwrap();
+        assert_eq!((status(&ok), ok.header("Expires")), (200, Some("3600")));
+        assert!(
+            ok.header("Allow-Events")
+                .unwrap()
+                .contains("vnd-microsoft-roaming-contacts")
+        );
+        let alice = uri("alice@example.com");
+        assert_eq!(fx.ctx.engine.endpoints_of(&alice).len(), 1);
+        let again = conn.answer(&reg("alice@example.com", None)).await.unwrap();
+        assert_eq!(status(&again), 200);
+        assert_eq!(
+            fx.ctx.engine.endpoints_of(&alice).len(),
+            1,
+            "a refresh, not a new endpoint"
+        );
+        let other = conn.answer(&reg("bob@example.com", None)).await.unwrap();
+        assert_eq!(status(&other), 403, "one user per connection");
+        let ghost = fx
+            .conn()
+            .0
+            .answer(&reg("ghost@example.com", None))
+            .await
+            .unwrap();
+        assert_eq!(status(&ghost), 404);
+        let bye = conn
+            .answer(&reg("alice@example.com", Some("0")))
+            .await
+            .unwrap();
+        assert_eq!(status(&bye), 200);
+        assert!(fx.ctx.engine.endpoints_of(&alice).is_empty());
+    }
+}

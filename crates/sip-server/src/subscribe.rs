@@ -275,3 +275,259 @@ async fn presence(
     r.body = body.into_bytes();
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+    use sip_proto::Method;
+
+    const PRESENCE: [(&str, &str); 3] = [
+        ("Event", "presence"),
+        ("Supported", "ms-benotify"),
+        ("Content-Type", "application/msrtc-adrl-categorylist+xml"),
+    ];
+
+    fn batch(uris: &[&str], context: bool) -> String {
+        let context = if context {
+            "><context/></resource>"
+        } else {
+            "/>"
+        };
+        let resources: String = uris
+            .iter()
+            .map(|u| format!("<resource uri=\"sip:{u}\"{context}"))
+            .collect();
+        format!(
+            "<batchSub xmlns=\"http://schemas.microsoft.com/2006/01/sip/batch-subscribe\" uri=\"sip:alice@example.com\" name=\"\">\
+             <action name=\"subscribe\" id=\"1\"><adhocList>{resources}</adhocList>\
+             <categoryList xmlns=\"http://schemas.microsoft.com/2006/09/sip/categorylist\"><category name=\"state\"/></categoryList></action></batchSub>"
+        )
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        PRESENCE.iter().chain(extra).copied().collect()
+    }
+
+    #[tokio::test]
+    async fn lifetimes_are_bounded() {
+        let fx = Fixture::new(&["alice@example.com", "bob@example.com"]);
+        let (mut conn, _out) = fx.registered("alice@example.com").await;
+        let body = batch(&["bob@example.com"], false);
+        let mut ask = async |call: &str, extra: &[(&'static str, &'static str)]| {
+            let req = request(
+                Method::Subscribe,
+                "alice@example.com",
+                call,
+                None,
+                &with(extra),
+                &body,
+            );
+            conn.answer(&req).await.unwrap()
+        };
+        let r = ask("a", &[("Expires", "59")]).await;
+        assert_eq!((status(&r), r.header("Min-Expires")), (423, Some("60")));
+        let r = ask("b", &[("Expires", "60")]).await;
+        assert_eq!((status(&r), r.header("Expires")), (200, Some("60")));
+        let r = ask("c", &[("Expires", "7200")]).await;
+        assert_eq!(r.header("Expires"), Some("3600"), "capped at the maximum");
+        let r = ask("d", &[]).await;
+        assert_eq!(r.header("Expires"), Some("3600"), "the default");
+        assert!(
+            r.header("Subscription-State")
+                .is_some_and(|s| s.starts_with("active;expires=")),
+            "{r:?}"
+        );
+        let r = ask("e", &[("Expires", "soon")]).await;
+        assert_eq!(status(&r), 400);
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "f",
+            None,
+            &[("Event", "nonsense")],
+            "",
+        );
+        let r = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&r), 489);
+        assert!(r.header("Allow-Events").unwrap().contains("presence"));
+    }
+
+    #[tokio::test]
+    async fn a_dialog_grows_and_separate_dialogs_stay_apart() {
+        let fx = Fixture::new(&["alice@example.com", "bob@example.com", "carol@example.com"]);
+        let (mut conn, _out) = fx.registered("alice@example.com").await;
+        let user = "alice@example.com";
+        let req = request(
+            Method::Subscribe,
+            user,
+            "d1",
+            None,
+            &PRESENCE,
+            &batch(&["bob@example.com"], false),
+        );
+        let first = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&first), 200);
+        assert!(
+            first
+                .header("Content-Type")
+                .unwrap()
+                .starts_with("multipart/related;")
+        );
+        assert!(
+            body(&first).contains(
+                "<resource uri=\"sip:bob@example.com\"><instance id=\"0\" state=\"active\""
+            )
+        );
+        let tag = to_tag(&first);
+
+        // In the dialog, carol is added (with a context: alice just put her on her
+        // list); the answer has both.
+        let req = request(
+            Method::Subscribe,
+            user,
+            "d1",
+            Some(&tag),
+            &PRESENCE,
+            &batch(&["carol@example.com"], true),
+        );
+        let more = conn.answer(&req).await.unwrap();
+        assert_eq!(to_tag(&more), tag, "the same dialog");
+        for who in ["bob", "carol"] {
+            assert!(
+                body(&more).contains(&format!("uri=\"sip:{who}@example.com\">")),
+                "{who}"
+            );
+        }
+        let carol = fx
+            .ctx
+            .engine
+            .own_snapshot(&uri("carol@example.com"))
+            .unwrap();
+        assert!(
+            carol.subscribers.iter().any(|s| s.user == uri(user)),
+            "alice is in carol's subscriber list"
+        );
+        let bob = fx.ctx.engine.own_snapshot(&uri("bob@example.com")).unwrap();
+        assert!(bob.subscribers.is_empty(), "no context for bob");
+
+        // A refresh without anything new is just a 200.
+        let req = request(
+            Method::Subscribe,
+            user,
+            "d1",
+            Some(&tag),
+            &PRESENCE,
+            &batch(&["bob@example.com"], false),
+        );
+        let refresh = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&refresh), 200);
+        assert!(refresh.body.is_empty());
+
+        // A second dialog is a subscription of its own.
+        let req = request(
+            Method::Subscribe,
+            user,
+            "d2",
+            None,
+            &PRESENCE,
+            &batch(&["bob@example.com"], false),
+        );
+        let d2 = conn.answer(&req).await.unwrap();
+        assert_ne!(to_tag(&d2), tag);
+        {
+            let dl = conn.dialogs.lock();
+            let sets: Vec<usize> = dl.presence.iter().map(|p| p.resources.len()).collect();
+            assert_eq!(sets, vec![2, 1]);
+        }
+        // Ending d2 leaves d1.
+        let req = request(
+            Method::Subscribe,
+            user,
+            "d2",
+            Some(&to_tag(&d2)),
+            &with(&[("Expires", "0")]),
+            "",
+        );
+        let bye = conn.answer(&req).await.unwrap();
+        assert_eq!(bye.header("Subscription-State"), Some("terminated"));
+        let dl = conn.dialogs.lock();
+        assert_eq!(dl.presence.len(), 1);
+        assert_eq!(dl.presence[0].dialog.call_id, "d1");
+    }
+
+    #[tokio::test]
+    async fn unknown_presentities_are_listed_as_terminated_and_size_is_bounded() {
+        let fx = Fixture::new(&["alice@example.com"]);
+        let (mut conn, _out) = fx.registered("alice@example.com").await;
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "d",
+            None,
+            &PRESENCE,
+            &batch(&["ghost@example.com"], false),
+        );
+        let r = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&r), 200);
+        assert!(body(&r).contains("<resource uri=\"sip:ghost@example.com\"><instance id=\"0\" state=\"terminated\" reason=\"noresource\"/>"), "{}", body(&r));
+        let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "big",
+            None,
+            &PRESENCE,
+            &batch(&many, false),
+        );
+        let r = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&r), 413);
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "bad",
+            None,
+            &PRESENCE,
+            "<batchSub/>",
+        );
+        assert_eq!(status(&conn.answer(&req).await.unwrap()), 400);
+    }
+
+    #[tokio::test]
+    async fn roaming_contacts_answers_with_the_full_list_once() {
+        let fx = Fixture::new(&["alice@example.com"]);
+        let (mut conn, _out) = fx.registered("alice@example.com").await;
+        let headers = [
+            ("Event", "vnd-microsoft-roaming-contacts"),
+            ("Supported", "ms-benotify"),
+            ("Supported", "com.microsoft.autoextend"),
+        ];
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "rc",
+            None,
+            &headers,
+            "",
+        );
+        let r = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&r), 200);
+        assert!(
+            r.headers_named("Supported")
+                .any(|s| s == "com.microsoft.autoextend"),
+            "echoed when asked"
+        );
+        assert_eq!(r.header("ms-piggyback-cseq"), Some("1"));
+        assert!(body(&r).starts_with("<contactList deltaNum=\"1\">"));
+        let req = request(
+            Method::Subscribe,
+            "alice@example.com",
+            "rc",
+            Some(&to_tag(&r)),
+            &headers,
+            "",
+        );
+        let refresh = conn.answer(&req).await.unwrap();
+        assert!(refresh.body.is_empty(), "a refresh repeats nothing");
+    }
+}

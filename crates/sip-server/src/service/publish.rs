@@ -47,3 +47,53 @@ fn owner_views(instances: &[CategoryInstance], names: &[String]) -> Vec<Arc<Cate
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+    use sip_proto::Method;
+
+    fn publish(version: u32) -> sip_proto::Message {
+        let body = format!(
+            "<publish xmlns=\"http://schemas.microsoft.com/2006/09/sip/rich-presence\"><publications uri=\"sip:alice@example.com\">\
+             <publication categoryName=\"note\" instance=\"0\" container=\"200\" version=\"{version}\" expireType=\"static\">\
+             <note xmlns=\"http://schemas.microsoft.com/2006/09/sip/note\"><body type=\"personal\" uri=\"\">Hi</body></note>\
+             </publication></publications></publish>"
+        );
+        request(
+            Method::Service,
+            "alice@example.com",
+            "pub",
+            None,
+            &[("Content-Type", "application/msrtc-category-publish+xml")],
+            &body,
+        )
+    }
+
+    #[tokio::test]
+    async fn publishes_and_refuses_stale_versions_with_the_fault() {
+        let fx = Fixture::new(&["alice@example.com"]);
+        let (mut conn, _out) = fx.registered("alice@example.com").await;
+        let ok = conn.answer(&publish(0)).await.unwrap();
+        assert_eq!(status(&ok), 200);
+        assert_eq!(
+            ok.header("Content-Type"),
+            Some("application/vnd-microsoft-roaming-self+xml")
+        );
+        assert!(
+            body(&ok).contains("container=\"200\" version=\"1\""),
+            "{}",
+            body(&ok)
+        );
+        let stale = conn.answer(&publish(0)).await.unwrap();
+        assert_eq!(status(&stale), 409);
+        assert!(
+            body(&stale).contains("curVersion=\"1\""),
+            "{}",
+            body(&stale)
+        );
+        let mut bad = publish(1);
+        bad.body = b"<publish/>".to_vec();
+        assert_eq!(status(&conn.answer(&bad).await.unwrap()), 400);
+    }
+}
