@@ -86,6 +86,19 @@ impl Outbound {
         }
         self.signed(m)
     }
+
+    /// A notification with a body on a dialog that stays active.
+    fn update(
+        &self,
+        dialog: &mut Dialog,
+        user: &UserUri,
+        event: &str,
+        content_type: &str,
+        body: String,
+    ) -> Vec<u8> {
+        let state = active(dialog);
+        self.notify(dialog, user, event, &state, Some((content_type, body)))
+    }
 }
 
 /// `active;expires=N` with the seconds left in the dialog.
@@ -125,14 +138,7 @@ fn frames(dl: &mut Dialogs, user: &UserUri, ob: &Outbound, batch: &[Delivery]) -
             }
             p.rlmi_version += 1;
             let (content_type, body) = rlmi::batch(user, p.rlmi_version, false, &parts);
-            let state = active(&p.dialog);
-            frames.push(ob.notify(
-                &mut p.dialog,
-                user,
-                PRESENCE,
-                &state,
-                Some((&content_type, body)),
-            ));
+            frames.push(ob.update(&mut p.dialog, user, PRESENCE, &content_type, body));
         }
     }
     for d in batch {
@@ -149,14 +155,7 @@ fn frames(dl: &mut Dialogs, user: &UserUri, ob: &Outbound, batch: &[Delivery]) -
                 update.containers.as_deref().map(|c| &c[..]),
                 update.subscribers.as_deref().map(|s| &s[..]),
             );
-            let state = active(dialog);
-            frames.push(ob.notify(
-                dialog,
-                user,
-                ROAMING_SELF,
-                &state,
-                Some((ROAMING_SELF_TYPE, body)),
-            ));
+            frames.push(ob.update(dialog, user, ROAMING_SELF, ROAMING_SELF_TYPE, body));
         }
         if let (Some(list), Some(c)) = (&update.contacts, dl.roaming_contacts.as_mut())
             // Older or equal lists (queued before the client got its full list) are
@@ -165,13 +164,12 @@ fn frames(dl: &mut Dialogs, user: &UserUri, ob: &Outbound, batch: &[Delivery]) -
         {
             let body = bodies::contact_delta(&c.sent, list);
             c.sent = list.clone();
-            let state = active(&c.dialog);
-            frames.push(ob.notify(
+            frames.push(ob.update(
                 &mut c.dialog,
                 user,
                 ROAMING_CONTACTS,
-                &state,
-                Some((ROAMING_CONTACTS_TYPE, body)),
+                ROAMING_CONTACTS_TYPE,
+                body,
             ));
         }
     }

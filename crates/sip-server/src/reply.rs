@@ -52,6 +52,18 @@ pub(crate) fn diagnostics(mut r: Message, reason: &str) -> Message {
     r
 }
 
+/// A header's main value without parameters, lowercased (`Event: Presence;id=1`
+/// gives `presence`); empty when the header is missing.
+pub(crate) fn token(req: &Message, name: &str) -> String {
+    req.header(name)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// A refusal with its reason.
 pub(crate) fn refuse(req: &Message, code: u16, reason: &str, why: &str) -> Message {
     diagnostics(response(req, code, reason, None), why)

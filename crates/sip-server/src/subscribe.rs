@@ -14,7 +14,7 @@ use crate::dialogs::{AUTOEXTEND, ContactsDialog, Dialog, PresenceDialog, support
 use crate::errors::Refusal;
 use crate::notify::active;
 use crate::register::ALLOW_EVENTS;
-use crate::reply::{refuse, response, tag};
+use crate::reply::{refuse, response, tag, token};
 use crate::rlmi::{self, Resource};
 use presence_engine::Target;
 use presence_model::UserUri;
@@ -41,14 +41,7 @@ struct Ask {
 }
 
 pub(crate) async fn subscribe(conn: &mut Conn, req: &Message) -> Message {
-    let event = req
-        .header("Event")
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let event = token(req, "Event");
     let max = conn.ctx.config.subscribe_expires;
     let expires = match req.header("Expires").map(|e| e.trim().parse::<u32>()) {
         None => max,

@@ -8,17 +8,11 @@ mod subscribers;
 
 use crate::connection::Conn;
 use crate::errors::Refusal;
+use crate::reply::token;
 use sip_proto::Message;
 
 pub(crate) async fn service(conn: &mut Conn, req: &Message) -> Message {
-    let content_type = req
-        .header("Content-Type")
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let content_type = token(req, "Content-Type");
     let outcome = match content_type.as_str() {
         "application/msrtc-category-publish+xml" => publish::publish(conn, req).await,
         "application/msrtc-setcontainermembers+xml" => members::set_members(conn, req).await,
