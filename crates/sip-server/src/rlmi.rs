@@ -21,9 +21,12 @@ pub(crate) struct Resource<'a> {
 
 /// A `multipart/related` RLMI body: (Content-Type, body).
 ///
-/// libpurple's MIME parser (which SIPE uses on Debian) takes everything after the
-/// last `=` of the Content-Type as the boundary, so the boundary is the last
-/// parameter and is not quoted; it is random, and is checked against the parts.
+/// Written for libpurple's MIME parser, which SIPE uses on Debian: it drops the last
+/// four bytes of every part, taking them for a blank line (`\r\n\r\n`), so each
+/// part's content is followed by one (to a standard parser, the content then ends
+/// with a line break, which XML ignores); and some of its versions take everything
+/// after the last `=` of the Content-Type as the boundary, so the boundary is the
+/// last parameter, unquoted. It is random, and checked against the parts.
 pub(crate) fn batch(
     list: &UserUri,
     version: u32,
@@ -66,7 +69,7 @@ pub(crate) fn batch(
         let _ = write!(
             body,
             "--{boundary}\r\nContent-Transfer-Encoding: 8bit\r\nContent-ID: <{cid}>\r\n\
-             Content-Type: {content_type}\r\n\r\n{content}\r\n"
+             Content-Type: {content_type}\r\n\r\n{content}\r\n\r\n"
         );
     };
     part(START, "application/rlmi+xml", &list_xml);
@@ -130,7 +133,7 @@ mod tests {
             "<resource uri=\"sip:nobody@example.com\"><instance id=\"1\" state=\"terminated\""
         ));
         assert!(parts[2].contains("Content-ID: <0@presenced>"));
-        assert!(parts[2].contains("\r\n\r\n<categories uri=\"sip:bob@example.com\"/>\r\n"));
+        assert!(parts[2].ends_with("\r\n\r\n<categories uri=\"sip:bob@example.com\"/>\r\n\r\n"));
         assert!(parts[3].starts_with("--\r\n"));
     }
 }
