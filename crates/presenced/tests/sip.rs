@@ -92,7 +92,7 @@ async fn sip_and_websocket_watchers_see_the_same_presence() {
         .recv_until(|m| is_benotify(m, "vnd-microsoft-roaming-contacts"))
         .await;
     assert!(
-        body(&delta).starts_with("<contactDelta deltaNum=\"2\" prevDeltaNum=\"1\"><addedContact uri=\"alice@example.com\""),
+        body(&delta).starts_with("<contactDelta deltaNum=\"2\" prevDeltaNum=\"1\"><addedContact uri=\"sip:alice@example.com\""),
         "{}",
         body(&delta)
     );

@@ -398,12 +398,15 @@ fn group_xml(out: &mut String, element: &str, g: &Group) {
     );
 }
 
-fn contact_xml(out: &mut String, element: &str, c: &Contact) {
+/// A contact element. `uri` is written as given: the full list carries bare
+/// addresses (`bob@example.com`), the deltas `sip:` URIs, because SIPE adds the
+/// scheme to the first and uses the second as it is, as the key of its buddy.
+fn contact_xml(out: &mut String, element: &str, c: &Contact, uri: &str) {
     let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
     let _ = write!(
         out,
         "<{element} uri=\"{}\" name=\"{}\" groups=\"{}\" subscribed=\"{}\" externalURI=\"\"/>",
-        escape(c.uri.as_str()),
+        escape(uri),
         escape(&c.name),
         groups.join(" "),
         c.subscribed
@@ -417,7 +420,7 @@ pub fn contact_list(list: &ContactList) -> String {
         group_xml(&mut out, "group", g);
     }
     for c in &list.contacts {
-        contact_xml(&mut out, "contact", c);
+        contact_xml(&mut out, "contact", c, c.uri.as_str());
     }
     out.push_str("</contactList>");
     out
@@ -439,13 +442,13 @@ pub fn contact_delta(older: &ContactList, newer: &ContactList) -> String {
         group_xml(&mut out, "modifiedGroup", g);
     }
     for c in &d.added_contacts {
-        contact_xml(&mut out, "addedContact", c);
+        contact_xml(&mut out, "addedContact", c, &c.uri.to_sip());
     }
     for c in &d.modified_contacts {
-        contact_xml(&mut out, "modifiedContact", c);
+        contact_xml(&mut out, "modifiedContact", c, &c.uri.to_sip());
     }
     for uri in &d.deleted_contacts {
-        let _ = write!(out, "<deletedContact uri=\"{}\"/>", escape(uri.as_str()));
+        let _ = write!(out, "<deletedContact uri=\"{}\"/>", escape(&uri.to_sip()));
     }
     for id in &d.deleted_groups {
         let _ = write!(out, "<deletedGroup id=\"{id}\"/>");
@@ -547,7 +550,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             contact_delta(&older, &l),
-            "<contactDelta deltaNum=\"5\" prevDeltaNum=\"2\"><addedGroup id=\"2\" name=\"Team &amp; co\" externalURI=\"\"/><addedContact uri=\"carol@example.com\" name=\"\" groups=\"2\" subscribed=\"true\" externalURI=\"\"/><modifiedContact uri=\"bob@example.com\" name=\"B\" groups=\"1 2\" subscribed=\"true\" externalURI=\"\"/></contactDelta>"
+            "<contactDelta deltaNum=\"5\" prevDeltaNum=\"2\"><addedGroup id=\"2\" name=\"Team &amp; co\" externalURI=\"\"/><addedContact uri=\"sip:carol@example.com\" name=\"\" groups=\"2\" subscribed=\"true\" externalURI=\"\"/><modifiedContact uri=\"sip:bob@example.com\" name=\"B\" groups=\"1 2\" subscribed=\"true\" externalURI=\"\"/></contactDelta>"
         );
         let newer = {
             let mut n = l.clone();
@@ -557,11 +560,11 @@ mod tests {
         };
         let d = contact_delta(&l, &newer);
         assert!(
-            d.contains("<deletedContact uri=\"carol@example.com\"/><deletedGroup id=\"2\"/>"),
+            d.contains("<deletedContact uri=\"sip:carol@example.com\"/><deletedGroup id=\"2\"/>"),
             "{d}"
         );
         assert!(
-            d.contains("<modifiedContact uri=\"bob@example.com\" name=\"B\" groups=\"1\""),
+            d.contains("<modifiedContact uri=\"sip:bob@example.com\" name=\"B\" groups=\"1\""),
             "{d}"
         );
         assert!(xml::parse(&d).is_ok());

@@ -108,7 +108,7 @@ mod tests {
         conn.handle(service(&soap("setContact", set, 2))).await;
         assert_eq!(status(&out.next().await), 200);
         let delta = body(&out.next().await);
-        assert!(delta.starts_with("<contactDelta deltaNum=\"3\" prevDeltaNum=\"2\"><addedContact uri=\"bob@example.com\" name=\"B\" groups=\"1 2\""), "{delta}");
+        assert!(delta.starts_with("<contactDelta deltaNum=\"3\" prevDeltaNum=\"2\"><addedContact uri=\"sip:bob@example.com\" name=\"B\" groups=\"1 2\""), "{delta}");
 
         // Made against delta 2, which is gone: refused with the fault, nothing changes.
         conn.handle(service(&soap(
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(status(&out.next().await), 200);
         let delta = body(&out.next().await);
         assert!(
-            delta.contains("<modifiedContact uri=\"bob@example.com\" name=\"B\" groups=\"1\""),
+            delta.contains("<modifiedContact uri=\"sip:bob@example.com\" name=\"B\" groups=\"1\""),
             "{delta}"
         );
         assert!(delta.contains("<deletedGroup id=\"2\"/>"), "{delta}");
