@@ -39,6 +39,11 @@ pub struct ContactList {
     pub delta_num: u32,
     pub groups: Vec<Group>,
     pub contacts: Vec<Contact>,
+    /// The highest group id ever handed out. New groups take ids above it while
+    /// there are any, so a client that still knows a deleted group by its id (see
+    /// docs/protocol-decisions.md) never confuses it with a new one.
+    #[serde(default)]
+    pub highest_group_id: u32,
 }
 
 impl Default for ContactList {
@@ -50,6 +55,7 @@ impl Default for ContactList {
                 name: DEFAULT_GROUP_NAME.into(),
             }],
             contacts: Vec::new(),
+            highest_group_id: DEFAULT_GROUP,
         }
     }
 }
@@ -162,7 +168,8 @@ impl ContactList {
         Ok(())
     }
 
-    /// Adds a group under the lowest free id; returns it.
+    /// Adds a group under the lowest free id above every id handed out before (the
+    /// lowest free one once those run out); returns it.
     pub fn add_group(&mut self, name: &str, delta_num: Option<u32>) -> Result<u32, ContactError> {
         self.expect(delta_num)?;
         check_name(name)?;
@@ -172,9 +179,18 @@ impl ContactList {
         if self.groups.iter().any(|g| g.name == name) {
             return Err(ContactError::DuplicateGroup(name.to_string()));
         }
-        let id = (1..=MAX_GROUP_ID)
+        let used = self
+            .groups
+            .iter()
+            .map(|g| g.id)
+            .max()
+            .unwrap_or(DEFAULT_GROUP);
+        let floor = self.highest_group_id.max(used).min(MAX_GROUP_ID);
+        let id = (floor + 1..=MAX_GROUP_ID)
+            .chain(1..=floor)
             .find(|id| !self.groups.iter().any(|g| g.id == *id))
             .ok_or_else(|| ContactError::TooLarge(format!("at most {MAX_GROUP_ID} groups")))?;
+        self.highest_group_id = self.highest_group_id.max(id);
         self.groups.push(Group {
             id,
             name: name.to_string(),
@@ -370,6 +386,24 @@ mod tests {
     }
 
     #[test]
+    fn group_ids_are_not_reused_until_they_run_out() {
+        let mut l = ContactList::default();
+        let a = l.add_group("a", None).unwrap();
+        l.delete_group(a, None).unwrap();
+        let b = l.add_group("b", None).unwrap();
+        assert_eq!((a, b), (2, 3));
+        // Once the top id was handed out, the lowest free ones come back.
+        for i in b + 1..=MAX_GROUP_ID {
+            assert_eq!(l.add_group(&format!("g{i}"), None), Ok(i));
+        }
+        assert_eq!(l.add_group("again", None), Ok(a));
+        assert!(matches!(
+            l.add_group("full", None),
+            Err(ContactError::TooLarge(_))
+        ));
+    }
+
+    #[test]
     fn limits_at_the_boundary() {
         let mut l = ContactList::default();
         for i in 2..=MAX_GROUP_ID {
@@ -421,12 +455,11 @@ mod tests {
         let d = new.delta_since(&old);
         let ids = |gs: &[&Group]| gs.iter().map(|g| g.id).collect::<Vec<_>>();
         let uris = |cs: &[&Contact]| cs.iter().map(|c| c.uri.to_string()).collect::<Vec<_>>();
-        // The deleted group's id is free again, so the new group reuses it: to the
-        // client that is a modified group.
-        assert_eq!(added, gone);
-        assert_eq!(ids(&d.added_groups), Vec::<u32>::new());
-        assert_eq!(ids(&d.modified_groups), vec![team, added]);
-        assert_eq!(d.deleted_groups, Vec::<u32>::new());
+        // A deleted group's id is not handed out again.
+        assert!(added > gone);
+        assert_eq!(ids(&d.added_groups), vec![added]);
+        assert_eq!(ids(&d.modified_groups), vec![team]);
+        assert_eq!(d.deleted_groups, vec![gone]);
         assert_eq!(uris(&d.added_contacts), vec!["erin@x.com"]);
         assert_eq!(uris(&d.modified_contacts), vec!["bob@x.com", "dave@x.com"]);
         assert_eq!(d.deleted_contacts, vec![&uri("carol@x.com")]);

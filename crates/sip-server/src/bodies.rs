@@ -428,8 +428,9 @@ pub fn contact_list(list: &ContactList) -> String {
 
 /// A `contactDelta` taking a client from `older` to `newer` (MS-SIP 2.2.4): SIPE
 /// adds from a full list but never removes, so every change after the first list
-/// must come this way.
-pub fn contact_delta(older: &ContactList, newer: &ContactList) -> String {
+/// must come this way. Without `deleted_groups`, removed groups are left out (see
+/// [`crate::dialogs::ContactsDialog`]).
+pub fn contact_delta(older: &ContactList, newer: &ContactList, deleted_groups: bool) -> String {
     let d = newer.delta_since(older);
     let mut out = format!(
         "<contactDelta deltaNum=\"{}\" prevDeltaNum=\"{}\">",
@@ -450,7 +451,7 @@ pub fn contact_delta(older: &ContactList, newer: &ContactList) -> String {
     for uri in &d.deleted_contacts {
         let _ = write!(out, "<deletedContact uri=\"{}\"/>", escape(&uri.to_sip()));
     }
-    for id in &d.deleted_groups {
+    for id in d.deleted_groups.iter().filter(|_| deleted_groups) {
         let _ = write!(out, "<deletedGroup id=\"{id}\"/>");
     }
     out.push_str("</contactDelta>");
@@ -549,7 +550,7 @@ mod tests {
         l.set_contact(uri("carol@example.com"), "", &[team], true, None)
             .unwrap();
         assert_eq!(
-            contact_delta(&older, &l),
+            contact_delta(&older, &l, true),
             "<contactDelta deltaNum=\"5\" prevDeltaNum=\"2\"><addedGroup id=\"2\" name=\"Team &amp; co\" externalURI=\"\"/><addedContact uri=\"sip:carol@example.com\" name=\"\" groups=\"2\" subscribed=\"true\" externalURI=\"\"/><modifiedContact uri=\"sip:bob@example.com\" name=\"B\" groups=\"1 2\" subscribed=\"true\" externalURI=\"\"/></contactDelta>"
         );
         let newer = {
@@ -558,7 +559,8 @@ mod tests {
             n.delete_group(team, None).unwrap();
             n
         };
-        let d = contact_delta(&l, &newer);
+        let d = contact_delta(&l, &newer, true);
+        assert!(!contact_delta(&l, &newer, false).contains("deletedGroup"));
         assert!(
             d.contains("<deletedContact uri=\"sip:carol@example.com\"/><deletedGroup id=\"2\"/>"),
             "{d}"

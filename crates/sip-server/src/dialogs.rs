@@ -81,6 +81,25 @@ impl Dialog {
 pub(crate) struct ContactsDialog {
     pub dialog: Dialog,
     pub sent: Arc<ContactList>,
+    /// Whether deltas may say `deletedGroup`. SIPE (up to 1.25 at least) frees a
+    /// group twice when told that a group it has already emptied is gone (libpurple
+    /// calls back into it while it removes the group) and crashes; Pidgin hides empty
+    /// groups, so SIPE clients are not told, and group ids are never reused while
+    /// others are free ([`ContactList::add_group`]).
+    pub deleted_groups: bool,
+}
+
+impl ContactsDialog {
+    pub fn new(req: &Message, dialog: Dialog, sent: Arc<ContactList>) -> ContactsDialog {
+        let sipe = req
+            .header("User-Agent")
+            .is_some_and(|ua| ua.contains("Sipe/"));
+        ContactsDialog {
+            dialog,
+            sent,
+            deleted_groups: !sipe,
+        }
+    }
 }
 
 /// A batched presence dialog: the presentities it watches, under one engine
@@ -200,6 +219,17 @@ mod tests {
         assert!(d.matches(&subscribe("c1", None)));
         assert!(!d.matches(&subscribe("c1", Some("other"))));
         assert!(!d.matches(&subscribe("c2", Some("t1"))));
+    }
+
+    #[test]
+    fn sipe_is_not_told_of_deleted_groups() {
+        let list = Arc::new(ContactList::default());
+        let plain = subscribe("c", None);
+        let sipe = subscribe("c", None)
+            .with_header("User-Agent", "Purple/2.14.12 Sipe/1.25.0 (linux-x86_64)");
+        let d = |req: &Message| Dialog::new(req, "t", Duration::from_secs(60));
+        assert!(ContactsDialog::new(&plain, d(&plain), list.clone()).deleted_groups);
+        assert!(!ContactsDialog::new(&sipe, d(&sipe), list).deleted_groups);
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn frames(dl: &mut Dialogs, user: &UserUri, ob: &Outbound, batch: &[Delivery]) -
             // nothing new to it.
             && list.delta_num > c.sent.delta_num
         {
-            let body = bodies::contact_delta(&c.sent, list);
+            let body = bodies::contact_delta(&c.sent, list, c.deleted_groups);
             c.sent = list.clone();
             frames.push(ob.update(
                 &mut c.dialog,

@@ -129,7 +129,7 @@ async fn roaming_contacts(conn: &mut Conn, req: &Message, ask: Ask, mut r: Messa
     r.push_header("ms-piggyback-cseq", dialog.cseq.to_string());
     r.push_header("Content-Type", ROAMING_CONTACTS_TYPE);
     r.body = bodies::contact_list(&list).into_bytes();
-    conn.dialogs.lock().roaming_contacts = Some(ContactsDialog { dialog, sent: list });
+    conn.dialogs.lock().roaming_contacts = Some(ContactsDialog::new(req, dialog, list));
     // Contact-list changes reach the endpoint through its self view.
     let s = conn.session.clone().expect("registered");
     let _ = conn.blocking(move || s.subscribe_self()).await;
