@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -87,6 +87,8 @@ type Shown = (String, String);
 /// One real SIPE client, driven through the harness's stdin and stdout.
 struct Sipe {
     user: String,
+    /// USER/PID, as in the harness's debug log: tells two clients of one user apart.
+    label: String,
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -150,6 +152,7 @@ impl Sipe {
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Sipe {
             user: user.to_string(),
+            label: format!("{user}/{}", child.id().unwrap_or_default()),
             child,
             stdin,
             lines,
@@ -166,7 +169,7 @@ impl Sipe {
             .unwrap_or_else(|_| {
                 panic!(
                     "{}: timed out waiting for {what}; its events:\n{}",
-                    self.user,
+                    self.label,
                     self.log.join("\n")
                 )
             })
@@ -174,11 +177,17 @@ impl Sipe {
             .unwrap_or_else(|| {
                 panic!(
                     "{}: the harness exited while waiting for {what}; its events:\n{}",
-                    self.user,
+                    self.label,
                     self.log.join("\n")
                 )
             });
-        println!("[{}] {line}", self.user);
+        // The answers to `groups`, read over and over while waiting for a list, would
+        // drown the events; a failure shows the list instead.
+        let list_line =
+            line.starts_with("group ") || line.starts_with("member ") || line == "ok groups";
+        if !list_line {
+            println!("[{}] {line}", self.label);
+        }
         if let Some((event, rest)) = line.split_once(' ')
             && matches!(
                 event,
@@ -191,7 +200,9 @@ impl Sipe {
             let message = parts.next().unwrap_or_default().to_string();
             self.buddies.insert(name, (status, message));
         }
-        self.log.push(line.clone());
+        if !list_line {
+            self.log.push(line.clone());
+        }
         line
     }
 
@@ -200,7 +211,7 @@ impl Sipe {
         assert!(
             !line.starts_with("connection-error"),
             "{}: {line} (waiting for {what}); its events:\n{}",
-            self.user,
+            self.label,
             self.log.join("\n")
         );
     }
@@ -216,20 +227,34 @@ impl Sipe {
         }
     }
 
+    async fn send(&mut self, cmd: &str) {
+        let stdin = &mut self.stdin;
+        let written = async {
+            stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+            stdin.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            // The harness is gone: how it ended (a signal: SIPE crashed) says why.
+            let status = self.child.wait().await;
+            panic!(
+                "{}: sending {cmd:?}: {e}; the harness ended: {status:?}; its events:\n{}",
+                self.label,
+                self.log.join("\n")
+            );
+        }
+    }
+
     /// Sends a command and waits for its `ok`.
     async fn command(&mut self, cmd: &str) {
-        self.stdin
-            .write_all(format!("{cmd}\n").as_bytes())
-            .await
-            .unwrap();
-        self.stdin.flush().await.unwrap();
+        self.send(cmd).await;
         let verb = cmd.split(' ').next().unwrap();
         let answer = self
             .expect_line(&format!("the answer to {cmd:?}"), |l| {
                 l.starts_with("ok ") || l.starts_with("error ")
             })
             .await;
-        assert_eq!(answer, format!("ok {verb}"), "{}: {cmd}", self.user);
+        assert_eq!(answer, format!("ok {verb}"), "{}: {cmd}", self.label);
     }
 
     /// Waits until SIPE shows `buddy` with `status` and, if given, the `note`. SIPE's
@@ -249,6 +274,62 @@ impl Sipe {
         }
     }
 
+    /// The buddy list as this client shows it now.
+    async fn contact_list(&mut self) -> ContactList {
+        self.send("groups").await;
+        let mut list = ContactList::default();
+        let mut aliases: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        loop {
+            let line = self
+                .expect_line("the answer to groups", |l| {
+                    l.starts_with("group ") || l.starts_with("member ") || l == "ok groups"
+                })
+                .await;
+            if line == "ok groups" {
+                break;
+            }
+            if let Some(name) = line.strip_prefix("group ") {
+                list.groups.insert(name.to_string());
+            } else if let Some(member) = line.strip_prefix("member ") {
+                let mut fields = member.splitn(3, '|');
+                let (uri, group, alias) = (
+                    bare(fields.next().unwrap_or_default()),
+                    fields.next().unwrap_or_default().to_string(),
+                    fields.next().unwrap_or_default(),
+                );
+                list.contacts.entry(uri.clone()).or_default().0.push(group);
+                aliases
+                    .entry(uri.clone())
+                    .or_default()
+                    .insert(shown_alias(&uri, alias));
+            }
+        }
+        for (uri, (groups, alias)) in &mut list.contacts {
+            groups.sort();
+            // One alias per contact; copies in two groups that disagree show both.
+            *alias = aliases[uri].iter().cloned().collect::<Vec<_>>().join(" / ");
+        }
+        list
+    }
+
+    /// Polls the buddy list until it is `want`.
+    async fn wait_for_list(&mut self, want: &ContactList) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.contact_list().await;
+            if got == *want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: the buddy list is\n{got:#?}\nnot\n{want:#?}\nits events:\n{}",
+                self.label,
+                self.log.join("\n")
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Signs out and waits for the harness to exit.
     async fn quit(mut self) {
         self.command("quit").await;
@@ -257,8 +338,180 @@ impl Sipe {
             .await
             .expect("the harness exits after quit")
             .unwrap();
-        assert!(status.success(), "{}: harness {status}", self.user);
+        assert!(status.success(), "{}: harness {status}", self.label);
     }
+}
+
+/// How often a list is read again while waiting for it to change.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a list that is right must stay right: time for a late or repeated
+/// contact-list notification to arrive and be applied.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The default group: "~" on the wire and in the API, shown under this name by SIPE.
+const DEFAULT_GROUP: &str = "Other Contacts";
+
+/// A contact list as the tests compare it, read from a SIPE client's buddy list or
+/// from `GET /v1/me/contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct ContactList {
+    /// Group names, as SIPE shows them.
+    groups: BTreeSet<String>,
+    /// Each contact by bare user ("bob@example.com"): its groups, sorted (a group
+    /// listed twice is a duplicate buddy), and its alias ("" for none).
+    contacts: BTreeMap<String, (Vec<String>, String)>,
+}
+
+/// The list with the default group, `groups`, and `(user, groups, alias)` contacts.
+fn contact_list(groups: &[&str], contacts: &[(&str, &[&str], &str)]) -> ContactList {
+    let mut list = ContactList::default();
+    list.groups.insert(DEFAULT_GROUP.to_string());
+    list.groups.extend(groups.iter().map(|g| g.to_string()));
+    for (user, groups, alias) in contacts {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.sort();
+        list.contacts
+            .insert(user.to_string(), (groups, alias.to_string()));
+    }
+    list
+}
+
+/// A user without the `sip:` of SIPE's buddy names.
+fn bare(uri: &str) -> String {
+    uri.strip_prefix("sip:").unwrap_or(uri).to_ascii_lowercase()
+}
+
+/// An alias, or "" where it only stands for the user: SIPE sends a buddy without an
+/// alias with its name as the displayName (which other clients then take as the
+/// alias), and replaces such an alias with the display name from the user's contact
+/// card once that arrives. Neither is a name the user chose.
+fn shown_alias(user: &str, alias: &str) -> String {
+    let display_name = USERS.iter().find(|(u, _)| *u == user).map(|(_, n)| *n);
+    if bare(alias) == user || Some(alias) == display_name {
+        String::new()
+    } else {
+        alias.to_string()
+    }
+}
+
+/// The contact list the API gives `api`'s user.
+async fn api_contact_list(api: &Api) -> ContactList {
+    let (status, body) = api.get("/v1/me/contacts").await;
+    assert_eq!(status, 200, "{body}");
+    let group_names: HashMap<u64, String> = body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let name = g["name"].as_str().unwrap();
+            let name = if name == "~" { DEFAULT_GROUP } else { name };
+            (g["id"].as_u64().unwrap(), name.to_string())
+        })
+        .collect();
+    let mut list = ContactList {
+        groups: group_names.values().cloned().collect(),
+        ..Default::default()
+    };
+    assert_eq!(
+        list.groups.len(),
+        group_names.len(),
+        "a group twice: {body}"
+    );
+    for c in body["contacts"].as_array().unwrap() {
+        let user = bare(c["uri"].as_str().unwrap());
+        // SIPE subscribes to every contact it adds.
+        assert_eq!(c["subscribed"], true, "{body}");
+        let mut groups: Vec<String> = c["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| group_names[&id.as_u64().unwrap()].clone())
+            .collect();
+        groups.sort();
+        let alias = shown_alias(&user, c["name"].as_str().unwrap_or_default());
+        let twice = list
+            .contacts
+            .insert(user.clone(), (groups, alias))
+            .is_some();
+        assert!(!twice, "{user} twice: {body}");
+    }
+    list
+}
+
+/// Every client and the API come to show `want` (each client may take a while: the
+/// change reaches it as a notification), and all still do after [`SETTLE`]: a late
+/// or repeated notification must neither drop nor duplicate a buddy.
+async fn expect_lists(clients: &mut [&mut Sipe], api: &Api, want: &ContactList) {
+    for client in clients.iter_mut() {
+        client.wait_for_list(want).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = api_contact_list(api).await;
+        if got == *want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the API's contact list is\n{got:#?}\nnot\n{want:#?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    for client in clients.iter_mut() {
+        let got = client.contact_list().await;
+        assert_eq!(
+            got,
+            *want,
+            "{}: the buddy list changed after it was right; its events:\n{}",
+            client.label,
+            client.log.join("\n")
+        );
+    }
+    assert_eq!(
+        api_contact_list(api).await,
+        *want,
+        "the API, after settling"
+    );
+}
+
+/// The buddy's client goes through the statuses a user picks; every watcher shows each
+/// one, the note included.
+async fn expect_live_presence(buddy: &mut Sipe, watchers: &mut [&mut Sipe]) {
+    let name = buddy.user.clone();
+    for (status, note) in [
+        ("available", None),
+        ("away", Some("Gone fishing")),
+        ("busy", Some("In a meeting")),
+        ("available", Some("Back again")),
+    ] {
+        if let Some(note) = note {
+            buddy.command(&format!("status {status} {note}")).await;
+        }
+        for w in watchers.iter_mut() {
+            w.expect_buddy(&name, status, note).await;
+        }
+    }
+}
+
+/// Signs the buddy out: every watcher shows them offline.
+async fn expect_offline_after_sign_out(buddy: Sipe, watchers: &mut [&mut Sipe]) {
+    let name = buddy.user.clone();
+    buddy.quit().await;
+    for w in watchers.iter_mut() {
+        w.expect_buddy(&name, "offline", None).await;
+    }
+}
+
+/// Stops the server the hard way (a contact-list change that was answered must be
+/// stored already) and starts it again on the same data directory.
+fn restart(server: Server, dir: &Path) -> Server {
+    server.kill9();
+    Server::start_with(dir, OPEN_SIP)
+}
+
+async fn alice_api(server: &Server) -> Api {
+    Api::new(server, &server.login("alice@example.com", "pw").await)
 }
 
 /// What a WebSocket watcher knows of one presentity's state and note.
@@ -294,21 +547,27 @@ async fn ws_until(ws: &mut Ws, view: &mut WsView, uri: &str, pred: impl Fn(&WsVi
     }
 }
 
-/// A server with alice, bob and carol (password "pw"). SIP without authentication
-/// unless `ntlm`.
+/// SIP without authentication.
+const OPEN_SIP: &[&str] = &["--sip", "127.0.0.1:0", "--sip-allow-unauthenticated"];
+
+/// The users of [`start_server_with`], with their display names.
+const USERS: &[(&str, &str)] = &[
+    ("alice@example.com", "Alice"),
+    ("bob@example.com", "Bob"),
+    ("carol@example.com", "Carol"),
+    ("dave@example.com", "Dave"),
+];
+
+/// A server with [`USERS`] (password "pw"). SIP without authentication unless `ntlm`.
 fn start_server_with(ntlm: bool) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    for (u, n) in [
-        ("alice@example.com", "Alice"),
-        ("bob@example.com", "Bob"),
-        ("carol@example.com", "Carol"),
-    ] {
+    for (u, n) in USERS {
         add_user(dir.path(), u, n, "pw");
     }
     let args: &[&str] = if ntlm {
         &["--sip", "127.0.0.1:0"]
     } else {
-        &["--sip", "127.0.0.1:0", "--sip-allow-unauthenticated"]
+        OPEN_SIP
     };
     let server = Server::start_with(dir.path(), args);
     (dir, server)
@@ -598,4 +857,371 @@ async fn sipp_hostile_input_while_sipe_clients_keep_working() {
         .await;
     alice.quit().await;
     bob.quit().await;
+}
+
+/// Alice's first client acts, her second client (another endpoint of the same user)
+/// and the API must follow, and bob's client makes presence to watch.
+async fn alice_twice_and_bob(server: &Server) -> (Sipe, Sipe, Sipe) {
+    let alice = Sipe::sign_in(server, "alice@example.com").await;
+    let alice2 = Sipe::sign_in(server, "alice@example.com").await;
+    let bob = Sipe::sign_in(server, "bob@example.com").await;
+    (alice, alice2, bob)
+}
+
+#[tokio::test]
+async fn sipe_added_buddies_reach_every_client_and_the_api_and_survive_a_restart() {
+    let (dir, server) = start_server();
+    let (mut alice, mut alice2, mut bob) = alice_twice_and_bob(&server).await;
+    let api = alice_api(&server).await;
+    expect_lists(
+        &mut [&mut alice, &mut alice2],
+        &api,
+        &contact_list(&[], &[]),
+    )
+    .await;
+
+    // Add Buddy into the default group: SIPE sends setContact, and subscribes to
+    // bob's presence.
+    alice.command("add bob@example.com").await;
+    let mut want = contact_list(&[], &[("bob@example.com", &[DEFAULT_GROUP], "")]);
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    expect_live_presence(&mut bob, &mut [&mut alice, &mut alice2]).await;
+
+    // Add Buddy into a group that does not exist yet: SIPE sends addGroup, and
+    // setContact with the new group's id from its answer.
+    alice.command("add carol@example.com Project X").await;
+    want = contact_list(
+        &["Project X"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP], ""),
+            ("carol@example.com", &["Project X"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    // Carol is not signed in; both clients subscribed to her and show her offline,
+    // then her presence as she signs in and changes it.
+    alice
+        .expect_buddy("carol@example.com", "offline", None)
+        .await;
+    alice2
+        .expect_buddy("carol@example.com", "offline", None)
+        .await;
+    let mut carol = Sipe::sign_in(&server, "carol@example.com").await;
+    expect_live_presence(&mut carol, &mut [&mut alice, &mut alice2]).await;
+    expect_offline_after_sign_out(carol, &mut [&mut alice, &mut alice2]).await;
+    // Bob is still watched live, and shown offline when he signs out.
+    bob.command("status away Out to lunch").await;
+    alice
+        .expect_buddy("bob@example.com", "away", Some("Out to lunch"))
+        .await;
+    alice2
+        .expect_buddy("bob@example.com", "away", Some("Out to lunch"))
+        .await;
+    expect_offline_after_sign_out(bob, &mut [&mut alice, &mut alice2]).await;
+
+    // After a restart, a fresh client gets the same list from the server, and
+    // presence flows again.
+    drop((alice, alice2));
+    let server = restart(server, dir.path());
+    let api = alice_api(&server).await;
+    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice], &api, &want).await;
+    let mut bob = Sipe::sign_in(&server, "bob@example.com").await;
+    expect_live_presence(&mut bob, &mut [&mut alice]).await;
+    expect_offline_after_sign_out(bob, &mut [&mut alice]).await;
+    alice.quit().await;
+}
+
+#[tokio::test]
+async fn sipe_moved_copied_and_aliased_buddies_and_a_renamed_group_reach_every_client() {
+    let (dir, server) = start_server();
+    let (mut alice, mut alice2, mut bob) = alice_twice_and_bob(&server).await;
+    let api = alice_api(&server).await;
+    // One change at a time, each on the other client (so through the server) before the
+    // next: what is tested starts below.
+    alice.command("add bob@example.com").await;
+    alice2
+        .wait_for_list(&contact_list(
+            &[],
+            &[("bob@example.com", &[DEFAULT_GROUP], "")],
+        ))
+        .await;
+    alice.command("add carol@example.com Team").await;
+    let mut want = contact_list(
+        &["Team"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP], ""),
+            ("carol@example.com", &["Team"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+
+    // Dragging bob onto Team: SIPE sends setContact with Team's id only. The default
+    // group stays, empty.
+    alice.command("move bob@example.com Team").await;
+    want = contact_list(
+        &["Team"],
+        &[
+            ("bob@example.com", &["Team"], ""),
+            ("carol@example.com", &["Team"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+
+    // Adding bob to the default group as well: one contact in two groups, shown in
+    // both.
+    alice.command("copy bob@example.com Other Contacts").await;
+    want = contact_list(
+        &["Team"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP, "Team"], ""),
+            ("carol@example.com", &["Team"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    // Both of bob's entries show his presence.
+    expect_live_presence(&mut bob, &mut [&mut alice, &mut alice2]).await;
+
+    // An alias: SIPE sends setContact with it as the displayName.
+    alice
+        .command("alias carol@example.com Carol from Accounts")
+        .await;
+    want = contact_list(
+        &["Team"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP, "Team"], ""),
+            ("carol@example.com", &["Team"], "Carol from Accounts"),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+
+    // Renaming the group: SIPE sends modifyGroup; the contacts stay in it.
+    alice.command("rename-group Team|Project Y").await;
+    want = contact_list(
+        &["Project Y"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP, "Project Y"], ""),
+            ("carol@example.com", &["Project Y"], "Carol from Accounts"),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    bob.command("status busy Still here").await;
+    alice
+        .expect_buddy("bob@example.com", "busy", Some("Still here"))
+        .await;
+    alice2
+        .expect_buddy("bob@example.com", "busy", Some("Still here"))
+        .await;
+
+    // Removing bob's entry in the default group only: SIPE sends setContact with the
+    // group he is left in.
+    alice.command("remove bob@example.com Other Contacts").await;
+    want = contact_list(
+        &["Project Y"],
+        &[
+            ("bob@example.com", &["Project Y"], ""),
+            ("carol@example.com", &["Project Y"], "Carol from Accounts"),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    bob.command("status away Back at five").await;
+    alice
+        .expect_buddy("bob@example.com", "away", Some("Back at five"))
+        .await;
+    alice2
+        .expect_buddy("bob@example.com", "away", Some("Back at five"))
+        .await;
+    expect_offline_after_sign_out(bob, &mut [&mut alice, &mut alice2]).await;
+
+    drop((alice, alice2));
+    let server = restart(server, dir.path());
+    let api = alice_api(&server).await;
+    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice], &api, &want).await;
+    let mut bob = Sipe::sign_in(&server, "bob@example.com").await;
+    alice
+        .expect_buddy("bob@example.com", "available", None)
+        .await;
+    bob.command("status away Gone fishing").await;
+    alice
+        .expect_buddy("bob@example.com", "away", Some("Gone fishing"))
+        .await;
+    alice.quit().await;
+    bob.quit().await;
+}
+
+/// SIPE 1.25 cannot watch a group being deleted: on a contactDelta's `deletedGroup`
+/// for a group it has emptied, `sipe_group_remove` removes the Pidgin group, which
+/// makes libpurple call the protocol's `remove_group`, where SIPE sends `deleteGroup`
+/// itself and frees the group; `sipe_group_remove` then frees it again and the client
+/// dies (SIGSEGV). So a client that does not delete the group itself is signed out
+/// while it goes, and shows the result when it signs in again.
+#[tokio::test]
+async fn sipe_removed_groups_and_buddies_reach_every_client() {
+    let (dir, server) = start_server();
+    let (mut alice, mut alice2, bob) = alice_twice_and_bob(&server).await;
+    let api = alice_api(&server).await;
+    // One change at a time, each on the other client (so through the server) before the
+    // next: what is tested starts below.
+    alice.command("add bob@example.com").await;
+    alice2
+        .wait_for_list(&contact_list(
+            &[],
+            &[("bob@example.com", &[DEFAULT_GROUP], "")],
+        ))
+        .await;
+    alice.command("copy bob@example.com Team").await;
+    alice2
+        .wait_for_list(&contact_list(
+            &["Team"],
+            &[("bob@example.com", &[DEFAULT_GROUP, "Team"], "")],
+        ))
+        .await;
+    alice.command("add carol@example.com Team").await;
+    let mut want = contact_list(
+        &["Team"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP, "Team"], ""),
+            ("carol@example.com", &["Team"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+
+    // Pidgin's Remove Group removes each buddy in it first: bob only from Team
+    // (setContact with the default group), carol altogether (deleteContact); then
+    // the group (deleteGroup). Alice's own client survives the deletedGroup that
+    // follows, as it has forgotten the group already; her second client would not
+    // (see above), so it is signed out meanwhile.
+    alice2.quit().await;
+    alice.command("remove-group Team").await;
+    want = contact_list(&[], &[("bob@example.com", &[DEFAULT_GROUP], "")]);
+    expect_lists(&mut [&mut alice], &api, &want).await;
+    let mut alice2 = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    // Bob is still watched, by both.
+    alice
+        .expect_buddy("bob@example.com", "available", None)
+        .await;
+    alice2
+        .expect_buddy("bob@example.com", "available", None)
+        .await;
+
+    // A group deleted with contacts still in it (here through the API, so neither
+    // client may be signed in): a contact left in no group moves to the default group,
+    // one also in another group just leaves it (OCS semantics).
+    alice.command("add carol@example.com Friends").await;
+    alice2
+        .wait_for_list(&contact_list(
+            &["Friends"],
+            &[
+                ("bob@example.com", &[DEFAULT_GROUP], ""),
+                ("carol@example.com", &["Friends"], ""),
+            ],
+        ))
+        .await;
+    alice.command("copy bob@example.com Friends").await;
+    want = contact_list(
+        &["Friends"],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP, "Friends"], ""),
+            ("carol@example.com", &["Friends"], ""),
+        ],
+    );
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    alice.quit().await;
+    alice2.quit().await;
+    let (_, list) = api.get("/v1/me/contacts").await;
+    let friends = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Friends")
+        .unwrap_or_else(|| panic!("no Friends group: {list}"))["id"]
+        .clone();
+    let (status, body) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/me/groups/{friends}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    want = contact_list(
+        &[],
+        &[
+            ("bob@example.com", &[DEFAULT_GROUP], ""),
+            ("carol@example.com", &[DEFAULT_GROUP], ""),
+        ],
+    );
+    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
+    let mut alice2 = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+
+    // Removing a buddy: SIPE sends deleteContact; the other client drops him live.
+    alice.command("remove bob@example.com").await;
+    want = contact_list(&[], &[("carol@example.com", &[DEFAULT_GROUP], "")]);
+    expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
+    // Carol is still watched by both: offline, then signed in.
+    alice
+        .expect_buddy("carol@example.com", "offline", None)
+        .await;
+    let mut carol = Sipe::sign_in(&server, "carol@example.com").await;
+    alice
+        .expect_buddy("carol@example.com", "available", None)
+        .await;
+    alice2
+        .expect_buddy("carol@example.com", "available", None)
+        .await;
+    expect_live_presence(&mut carol, &mut [&mut alice, &mut alice2]).await;
+
+    drop((alice, alice2, bob, carol));
+    let server = restart(server, dir.path());
+    let api = alice_api(&server).await;
+    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice], &api, &want).await;
+    alice.quit().await;
+}
+
+#[tokio::test]
+async fn sipe_buddies_added_one_after_another_all_keep_live_presence() {
+    let (_dir, server) = start_server();
+    let (mut alice, mut alice2, bob) = alice_twice_and_bob(&server).await;
+    let carol = Sipe::sign_in(&server, "carol@example.com").await;
+    let dave = Sipe::sign_in(&server, "dave@example.com").await;
+    let api = alice_api(&server).await;
+    let names = ["bob@example.com", "carol@example.com", "dave@example.com"];
+    let mut buddies = [bob, carol, dave];
+
+    // Each buddy added makes SIPE (on both of alice's clients) send one more presence
+    // SUBSCRIBE, for that buddy alone. After each, every buddy added so far must still
+    // be watched: a new subscription must not replace the earlier ones.
+    for added in 0..names.len() {
+        alice.command(&format!("add {}", names[added])).await;
+        for (i, buddy) in buddies.iter_mut().enumerate().take(added + 1) {
+            let note = format!("Note {i} after {added} added");
+            buddy.command(&format!("status available {note}")).await;
+            alice.expect_buddy(names[i], "available", Some(&note)).await;
+            alice2
+                .expect_buddy(names[i], "available", Some(&note))
+                .await;
+        }
+    }
+    let contacts: Vec<(&str, &[&str], &str)> = names
+        .iter()
+        .map(|n| (*n, &[DEFAULT_GROUP][..], ""))
+        .collect();
+    expect_lists(
+        &mut [&mut alice, &mut alice2],
+        &api,
+        &contact_list(&[], &contacts),
+    )
+    .await;
+    for buddy in &mut buddies {
+        expect_live_presence(buddy, &mut [&mut alice, &mut alice2]).await;
+    }
+    for buddy in buddies {
+        expect_offline_after_sign_out(buddy, &mut [&mut alice, &mut alice2]).await;
+    }
+    alice.quit().await;
+    alice2.quit().await;
 }

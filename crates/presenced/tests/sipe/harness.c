@@ -14,8 +14,10 @@
  *   signed-off
  *   connection-error <reason code> <text>
  *   group-added <name>             (SIPE has the contact list once "Other Contacts" is there)
+ *   group-removed <name>
  *   buddy-added <name>
  *   buddy-removed <name>
+ *   buddy-aliased <name> <alias>
  *   buddy-signed-on <name> <status id> <message>
  *   buddy-signed-off <name> <status id> <message>
  *   buddy-status <name> <status id> <message>
@@ -23,24 +25,37 @@
  *   notify <title> <primary> <secondary>
  *   ok <command> | error <text> (the answer to each command)
  *
- * Commands, one per line on stdin:
+ * Commands, one per line on stdin. Buddy-list commands call libpurple as Pidgin's
+ * buddy list (pidgin/gtkblist.c, gtkdialogs.c) does for the same action, so that SIPE
+ * does what it does for a real user. Group names may contain spaces.
  *
  *   status <status id> [message]   set our own status (and note)
- *   add <user>                     add a buddy to "Other Contacts"
- *   remove <user>                  remove a buddy
+ *   add <user> [group]             Add Buddy into a group (default "Other Contacts");
+ *                                  a group that does not exist yet is created first
+ *   copy <user> <group>            Add Buddy for a buddy already in another group
+ *   move <user> <group>            drag the buddy onto another group (a group that
+ *                                  does not exist yet is created first, as Add Group)
+ *   remove <user> [group]          Remove the buddy (from one group when given)
+ *   rename-group <old>|<new>       rename a group ('|' as names may have spaces)
+ *   remove-group <name>            Remove Group: its buddies, then the group
+ *   alias <user> [alias]           Alias the buddy (no alias clears it)
+ *   groups                         print every group and membership:
+ *                                    group <name>
+ *                                    member <buddy>|<group>|<alias or empty>
  *   block <user>                   deny-list a user (SIPE: container 32000)
  *   unblock <user>                 remove a user from the deny list
  *   list                           print every buddy as a buddy-status line
  *   quit                           sign out and exit (so does end of input)
  *
  * Set SIPE_HARNESS_DEBUG=1 to get libpurple's and SIPE's debug log on stderr (every
- * line prefixed with USER, as two clients may share one stderr).
+ * line prefixed with USER/PID, as several clients may share one stderr).
  */
 
 #include <glib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <account.h>
 #include <blist.h>
@@ -54,6 +69,7 @@
 #include <privacy.h>
 #include <request.h>
 #include <savedstatuses.h>
+#include <server.h>
 #include <signals.h>
 #include <status.h>
 #include <util.h>
@@ -65,6 +81,18 @@ static GMainLoop *loop;
 static PurpleAccount *account;
 static gboolean debug_on;
 static gboolean quitting;
+
+/*
+ * SIPE derives its endpoint id (the epid, and REGISTER's sip.instance) from the user,
+ * the host name and the local IP address, so two clients of one user on this machine
+ * would be one endpoint. Each run claims a host name of its own, as a second machine
+ * would have one (SIPE asks GLib's g_get_host_name, which asks this).
+ */
+int gethostname(char *name, size_t len)
+{
+	g_snprintf(name, len, "sipe-harness-%d", (int)getpid());
+	return 0;
+}
 
 /* ---- output ------------------------------------------------------------ */
 
@@ -440,6 +468,22 @@ static void on_node_added(PurpleBlistNode *node)
 		emit("group-added %s", purple_group_get_name((PurpleGroup *)node));
 }
 
+static void on_node_removed(PurpleBlistNode *node)
+{
+	if (PURPLE_BLIST_NODE_IS_GROUP(node))
+		emit("group-removed %s", purple_group_get_name((PurpleGroup *)node));
+}
+
+static void on_node_aliased(PurpleBlistNode *node, const char *old_alias)
+{
+	PurpleBuddy *buddy = (PurpleBuddy *)node;
+
+	(void)old_alias;
+	if (PURPLE_BLIST_NODE_IS_BUDDY(node) && purple_buddy_get_account(buddy) == account)
+		emit("buddy-aliased %s %s", purple_buddy_get_name(buddy),
+		     or_empty(purple_buddy_get_local_buddy_alias(buddy)));
+}
+
 static void on_signed_on(PurpleConnection *gc)
 {
 	(void)gc;
@@ -491,11 +535,123 @@ static void quit(void)
 		g_main_loop_quit(loop);
 }
 
+/*
+ * The group called NAME, created first if there is none: Pidgin's Add Buddy dialog
+ * (and Add Group) do this. libpurple does not tell the protocol about a new group:
+ * SIPE creates it on the server (SOAP addGroup) when a buddy is put into it.
+ */
+static PurpleGroup *group_or_new(const char *name)
+{
+	PurpleGroup *group = purple_find_group(name);
+
+	if (!group) {
+		group = purple_group_new(name);
+		purple_blist_add_group(group, NULL);
+	}
+	return group;
+}
+
+/* The buddy's node in the group called GROUP_NAME, if there are both. */
+static PurpleBuddy *buddy_in(const char *uri, const char *group_name)
+{
+	PurpleGroup *group = purple_find_group(group_name);
+
+	return group ? purple_find_buddy_in_group(account, uri, group) : NULL;
+}
+
+/*
+ * Pidgin's Add Buddy dialog (gtkblist.c add_buddy_cb): a new buddy node in the group,
+ * then the protocol's add_buddy. A buddy already in another group gets a second node
+ * ("copy"), which SIPE turns into one contact in two groups.
+ */
+static void add_buddy(const char *verb, const char *uri, const char *group_name)
+{
+	gboolean known = purple_find_buddy(account, uri) != NULL;
+	PurpleBuddy *buddy;
+
+	if (buddy_in(uri, group_name)) {
+		emit("error %s is already in %s", uri, group_name);
+		return;
+	}
+	/* Each verb insists on its case, so that a test cannot get the other by mistake. */
+	if (g_str_equal(verb, "add") && known) {
+		emit("error %s is already a buddy", uri);
+		return;
+	}
+	if (g_str_equal(verb, "copy") && !known) {
+		emit("error %s is not a buddy", uri);
+		return;
+	}
+	buddy = purple_buddy_new(account, uri, NULL);
+	purple_blist_add_buddy(buddy, NULL, group_or_new(group_name), NULL);
+	purple_account_add_buddy_with_invite(account, buddy, NULL);
+	emit("ok %s", verb);
+}
+
+/* One line per group, and one per buddy node: a buddy in two groups has two. */
+static void print_groups(void)
+{
+	PurpleBlistNode *gnode, *cnode, *bnode;
+
+	for (gnode = purple_blist_get_root(); gnode;
+	     gnode = purple_blist_node_get_sibling_next(gnode)) {
+		const char *group_name;
+
+		if (!PURPLE_BLIST_NODE_IS_GROUP(gnode))
+			continue;
+		group_name = purple_group_get_name((PurpleGroup *)gnode);
+		emit("group %s", group_name);
+		for (cnode = purple_blist_node_get_first_child(gnode); cnode;
+		     cnode = purple_blist_node_get_sibling_next(cnode)) {
+			if (!PURPLE_BLIST_NODE_IS_CONTACT(cnode))
+				continue;
+			for (bnode = purple_blist_node_get_first_child(cnode); bnode;
+			     bnode = purple_blist_node_get_sibling_next(bnode)) {
+				PurpleBuddy *buddy = (PurpleBuddy *)bnode;
+
+				if (!PURPLE_BLIST_NODE_IS_BUDDY(bnode) ||
+				    purple_buddy_get_account(buddy) != account)
+					continue;
+				emit("member %s|%s|%s", purple_buddy_get_name(buddy), group_name,
+				     or_empty(purple_buddy_get_local_buddy_alias(buddy)));
+			}
+		}
+	}
+	emit("ok groups");
+}
+
+/* Pidgin's Remove Group (gtkdialogs.c): each buddy in it, then the group. */
+static void remove_group(PurpleGroup *group)
+{
+	PurpleBlistNode *cnode = purple_blist_node_get_first_child((PurpleBlistNode *)group);
+
+	while (cnode) {
+		PurpleBlistNode *bnode = purple_blist_node_get_first_child(cnode);
+
+		cnode = purple_blist_node_get_sibling_next(cnode);
+		while (bnode) {
+			PurpleBlistNode *next = purple_blist_node_get_sibling_next(bnode);
+
+			if (PURPLE_BLIST_NODE_IS_BUDDY(bnode)) {
+				purple_account_remove_buddy(account, (PurpleBuddy *)bnode, group);
+				purple_blist_remove_buddy((PurpleBuddy *)bnode);
+			}
+			bnode = next;
+		}
+	}
+	purple_blist_remove_group(group);
+}
+
 static void command(gchar *line)
 {
-	gchar **words = g_strsplit(g_strstrip(line), " ", 3);
-	const char *verb = words[0] ? words[0] : "";
-	const char *arg = words[0] && words[1] ? words[1] : NULL;
+	gchar **parts = g_strsplit(g_strstrip(line), " ", 2);
+	const char *verb = parts[0] ? parts[0] : "";
+	/* Everything after the verb, and that split once more: <user> <the rest>. */
+	const char *rest = parts[0] ? parts[1] : NULL;
+	gchar **words = g_strsplit(rest ? rest : "", " ", 2);
+	const char *arg = words[0] && *words[0] ? words[0] : NULL;
+	const char *more = arg ? words[1] : NULL;
+	gchar *uri = arg ? buddy_uri(arg) : NULL;
 
 	if (!*verb) {
 		/* blank line */
@@ -510,74 +666,106 @@ static void command(gchar *line)
 			buddy_line("buddy-status", l->data, NULL);
 		g_slist_free(buddies);
 		emit("ok list");
+	} else if (g_str_equal(verb, "groups")) {
+		print_groups();
 	} else if (!arg) {
 		emit("error %s needs an argument", verb);
 	} else if (!purple_account_is_connected(account)) {
 		emit("error not signed in");
 	} else if (g_str_equal(verb, "status")) {
-		const char *message = words[2];
-
 		if (!purple_account_get_status(account, arg)) {
 			emit("error unknown status %s", arg);
 		} else {
-			if (message)
-				purple_account_set_status(account, arg, TRUE, "message", message,
-							  NULL);
+			if (more)
+				purple_account_set_status(account, arg, TRUE, "message", more, NULL);
 			else
 				purple_account_set_status(account, arg, TRUE, NULL);
 			emit("ok status");
 		}
 	} else if (g_str_equal(verb, "add")) {
-		gchar *uri = buddy_uri(arg);
-		PurpleGroup *group = purple_find_group(GROUP);
+		add_buddy(verb, uri, more ? more : GROUP);
+	} else if (g_str_equal(verb, "copy")) {
+		if (!more)
+			emit("error copy needs a group");
+		else
+			add_buddy(verb, uri, more);
+	} else if (g_str_equal(verb, "move")) {
+		PurpleBuddy *buddy = purple_find_buddy(account, uri);
 
-		if (purple_find_buddy(account, uri)) {
-			emit("error %s is already a buddy", uri);
+		if (!more) {
+			emit("error move needs a group");
+		} else if (!buddy) {
+			emit("error %s is not a buddy", uri);
+		} else if (buddy_in(uri, more)) {
+			emit("error %s is already in %s", uri, more);
 		} else {
-			PurpleBuddy *buddy = purple_buddy_new(account, uri, NULL);
-
-			if (!group) {
-				group = purple_group_new(GROUP);
-				purple_blist_add_group(group, NULL);
-			}
-			purple_blist_add_buddy(buddy, NULL, group, NULL);
-			purple_account_add_buddy(account, buddy);
-			emit("ok add");
+			/* Dropping a buddy on a group (gtkblist.c): libpurple calls the
+			 * protocol's group_buddy with the old and new group names. */
+			purple_blist_add_buddy(buddy, NULL, group_or_new(more), NULL);
+			emit("ok move");
 		}
-		g_free(uri);
 	} else if (g_str_equal(verb, "remove")) {
-		gchar *uri = buddy_uri(arg);
+		PurpleBuddy *buddy = more ? buddy_in(uri, more) : purple_find_buddy(account, uri);
+
+		if (!buddy) {
+			emit("error %s is not a buddy in %s", uri, more ? more : "any group");
+		} else {
+			/* Pidgin's Remove (gtkdialogs.c): this buddy node, from its group. */
+			purple_account_remove_buddy(account, buddy, purple_buddy_get_group(buddy));
+			purple_blist_remove_buddy(buddy);
+			emit("ok remove");
+		}
+	} else if (g_str_equal(verb, "rename-group")) {
+		gchar **names = g_strsplit(rest, "|", 2);
+		PurpleGroup *group = purple_find_group(names[0]);
+
+		if (!names[1] || !*names[1]) {
+			emit("error rename-group needs <old>|<new>");
+		} else if (!group) {
+			emit("error no group %s", names[0]);
+		} else {
+			/* Editing the group's name in the list (gtkblist.c). */
+			purple_blist_rename_group(group, names[1]);
+			emit("ok rename-group");
+		}
+		g_strfreev(names);
+	} else if (g_str_equal(verb, "remove-group")) {
+		PurpleGroup *group = purple_find_group(rest);
+
+		if (!group) {
+			emit("error no group %s", rest);
+		} else {
+			remove_group(group);
+			emit("ok remove-group");
+		}
+	} else if (g_str_equal(verb, "alias")) {
 		PurpleBuddy *buddy = purple_find_buddy(account, uri);
 
 		if (!buddy) {
 			emit("error %s is not a buddy", uri);
 		} else {
-			purple_account_remove_buddy(account, buddy, purple_buddy_get_group(buddy));
-			purple_blist_remove_buddy(buddy);
-			emit("ok remove");
+			/* Editing the buddy's alias in the list (gtkblist.c). */
+			purple_blist_alias_buddy(buddy, more);
+			serv_alias_buddy(buddy);
+			emit("ok alias");
 		}
-		g_free(uri);
 	} else if (g_str_equal(verb, "block")) {
-		gchar *uri = buddy_uri(arg);
-
 		/* Not local only: libpurple calls the protocol's add_deny. */
 		if (purple_privacy_deny_add(account, uri, FALSE))
 			emit("ok block");
 		else
 			emit("error %s is already blocked", uri);
-		g_free(uri);
 	} else if (g_str_equal(verb, "unblock")) {
-		gchar *uri = buddy_uri(arg);
-
 		if (purple_privacy_deny_remove(account, uri, FALSE))
 			emit("ok unblock");
 		else
 			emit("error %s is not blocked", uri);
-		g_free(uri);
 	} else {
 		emit("error unknown command %s", verb);
 	}
+	g_free(uri);
 	g_strfreev(words);
+	g_strfreev(parts);
 }
 
 static gboolean stdin_ready(GIOChannel *channel, GIOCondition cond, gpointer data)
@@ -614,7 +802,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	debug_on = g_getenv("SIPE_HARNESS_DEBUG") != NULL;
-	debug_prefix = argv[1];
+	/* The pid tells two clients of one user apart; the test prints it too. */
+	debug_prefix = g_strdup_printf("%s/%d", argv[1], (int)getpid());
 	loop = g_main_loop_new(NULL, FALSE);
 
 	purple_util_set_user_dir(argv[3]);
@@ -662,6 +851,10 @@ int main(int argc, char **argv)
 			      PURPLE_CALLBACK(on_buddy_removed), NULL);
 	purple_signal_connect(purple_blist_get_handle(), "blist-node-added", &handle,
 			      PURPLE_CALLBACK(on_node_added), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "blist-node-removed", &handle,
+			      PURPLE_CALLBACK(on_node_removed), NULL);
+	purple_signal_connect(purple_blist_get_handle(), "blist-node-aliased", &handle,
+			      PURPLE_CALLBACK(on_node_aliased), NULL);
 
 	account = purple_account_new(argv[1], "prpl-sipe");
 	purple_account_set_password(account, argc == 5 ? argv[4] : "secret");
