@@ -312,12 +312,12 @@ impl Sipe {
         list
     }
 
-    /// Polls the buddy list until it is `want`.
+    /// Polls the buddy list until it shows `want`.
     async fn wait_for_list(&mut self, want: &ContactList) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let got = self.contact_list().await;
-            if got == *want {
+            if got.shown() == want.shown() {
                 return;
             }
             assert!(
@@ -360,6 +360,25 @@ struct ContactList {
     /// Each contact by bare user ("bob@example.com"): its groups, sorted (a group
     /// listed twice is a duplicate buddy), and its alias ("" for none).
     contacts: BTreeMap<String, (Vec<String>, String)>,
+}
+
+impl ContactList {
+    /// What Pidgin shows of the list: it hides groups without buddies (its default),
+    /// so an empty group a client still keeps is not seen. A SIPE client that did not
+    /// delete a group itself keeps it, empty (the server does not tell SIPE of deleted
+    /// groups: SIPE 1.25 would crash, see docs/sip.md).
+    fn shown(&self) -> ContactList {
+        let used: BTreeSet<&String> = self.contacts.values().flat_map(|(g, _)| g).collect();
+        ContactList {
+            groups: self
+                .groups
+                .iter()
+                .filter(|g| used.contains(g))
+                .cloned()
+                .collect(),
+            contacts: self.contacts.clone(),
+        }
+    }
 }
 
 /// The list with the default group, `groups`, and `(user, groups, alias)` contacts.
@@ -461,8 +480,8 @@ async fn expect_lists(clients: &mut [&mut Sipe], api: &Api, want: &ContactList) 
     for client in clients.iter_mut() {
         let got = client.contact_list().await;
         assert_eq!(
-            got,
-            *want,
+            got.shown(),
+            want.shown(),
             "{}: the buddy list changed after it was right; its events:\n{}",
             client.label,
             client.log.join("\n")
@@ -1050,12 +1069,12 @@ async fn sipe_moved_copied_and_aliased_buddies_and_a_renamed_group_reach_every_c
     bob.quit().await;
 }
 
-/// SIPE 1.25 cannot watch a group being deleted: on a contactDelta's `deletedGroup`
-/// for a group it has emptied, `sipe_group_remove` removes the Pidgin group, which
-/// makes libpurple call the protocol's `remove_group`, where SIPE sends `deleteGroup`
-/// itself and frees the group; `sipe_group_remove` then frees it again and the client
-/// dies (SIGSEGV). So a client that does not delete the group itself is signed out
-/// while it goes, and shows the result when it signs in again.
+/// SIPE 1.25 cannot be told that a group was deleted: on a contactDelta's
+/// `deletedGroup` for a group it has emptied, `sipe_group_remove` removes the Pidgin
+/// group, which makes libpurple call the protocol's `remove_group`, where SIPE sends
+/// `deleteGroup` itself and frees the group; `sipe_group_remove` then frees it again
+/// and the client dies (SIGSEGV). The server leaves `deletedGroup` out for SIPE: the
+/// other client keeps the group, empty, which Pidgin does not show.
 #[tokio::test]
 async fn sipe_removed_groups_and_buddies_reach_every_client() {
     let (dir, server) = start_server();
@@ -1089,14 +1108,9 @@ async fn sipe_removed_groups_and_buddies_reach_every_client() {
 
     // Pidgin's Remove Group removes each buddy in it first: bob only from Team
     // (setContact with the default group), carol altogether (deleteContact); then
-    // the group (deleteGroup). Alice's own client survives the deletedGroup that
-    // follows, as it has forgotten the group already; her second client would not
-    // (see above), so it is signed out meanwhile.
-    alice2.quit().await;
+    // the group (deleteGroup). The other client follows live and survives.
     alice.command("remove-group Team").await;
     want = contact_list(&[], &[("bob@example.com", &[DEFAULT_GROUP], "")]);
-    expect_lists(&mut [&mut alice], &api, &want).await;
-    let mut alice2 = Sipe::sign_in(&server, "alice@example.com").await;
     expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
     // Bob is still watched, by both.
     alice
@@ -1106,9 +1120,9 @@ async fn sipe_removed_groups_and_buddies_reach_every_client() {
         .expect_buddy("bob@example.com", "available", None)
         .await;
 
-    // A group deleted with contacts still in it (here through the API, so neither
-    // client may be signed in): a contact left in no group moves to the default group,
-    // one also in another group just leaves it (OCS semantics).
+    // A group deleted with contacts still in it (here through the API): a contact left
+    // in no group moves to the default group, one also in another group just leaves
+    // it (OCS semantics); both clients follow live.
     alice.command("add carol@example.com Friends").await;
     alice2
         .wait_for_list(&contact_list(
@@ -1128,8 +1142,6 @@ async fn sipe_removed_groups_and_buddies_reach_every_client() {
         ],
     );
     expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
-    alice.quit().await;
-    alice2.quit().await;
     let (_, list) = api.get("/v1/me/contacts").await;
     let friends = list["groups"]
         .as_array()
@@ -1153,8 +1165,6 @@ async fn sipe_removed_groups_and_buddies_reach_every_client() {
             ("carol@example.com", &[DEFAULT_GROUP], ""),
         ],
     );
-    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
-    let mut alice2 = Sipe::sign_in(&server, "alice@example.com").await;
     expect_lists(&mut [&mut alice, &mut alice2], &api, &want).await;
 
     // Removing a buddy: SIPE sends deleteContact; the other client drops him live.
