@@ -708,6 +708,38 @@ async fn sipe_blocking_shows_the_blocked_watcher_offline() {
     alice.command("unblock bob@example.com").await;
     bob.expect_buddy("alice@example.com", "available", Some("Hello from Alice"))
         .await;
+
+    // Blocking through the API has the same effect on bob's SIPE.
+    let blocked_version = |containers: &Value| {
+        containers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == 32000)
+            .unwrap()["version"]
+            .clone()
+    };
+    let (_, containers) = api.get("/v1/me/containers").await;
+    let member = json!({"type": "user", "value": "bob@example.com"});
+    let (status, changed) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/me/containers",
+            json!([{"id": 32000, "version": blocked_version(&containers), "add": [member]}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    bob.expect_buddy("alice@example.com", "offline", None).await;
+    let (status, changed) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/me/containers",
+            json!([{"id": 32000, "version": blocked_version(&changed), "remove": [member]}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    bob.expect_buddy("alice@example.com", "available", Some("Hello from Alice"))
+        .await;
     alice.quit().await;
     bob.quit().await;
 }
