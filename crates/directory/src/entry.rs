@@ -20,6 +20,12 @@ pub struct DirectoryEntry {
     pub uri: UserUri,
     pub enabled: bool,
     pub display_name: String,
+    /// Given name and surname (for search; absent in rows synced before they were
+    /// read).
+    #[serde(default)]
+    pub given_name: String,
+    #[serde(default)]
+    pub surname: String,
     pub email: String,
     pub title: String,
     pub department: String,
@@ -92,6 +98,8 @@ impl DirectoryEntry {
             dn: dn.map(str::to_string),
             enabled,
             display_name,
+            given_name: field(&map.given_name),
+            surname: field(&map.surname),
             email: field(&map.email),
             title: field(&map.title),
             department: field(&map.department),

@@ -25,6 +25,10 @@ pub struct FileUser {
     pub enabled: bool,
     pub display_name: Option<String>,
     #[serde(default)]
+    pub given_name: String,
+    #[serde(default)]
+    pub surname: String,
+    #[serde(default)]
     pub email: String,
     #[serde(default)]
     pub title: String,
@@ -84,6 +88,8 @@ impl FileUser {
                         .unwrap_or_default()
                         .to_string()
                 }),
+            given_name: self.given_name,
+            surname: self.surname,
             email: self.email,
             title: self.title,
             department: self.department,

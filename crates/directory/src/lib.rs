@@ -11,9 +11,11 @@ pub mod entry;
 pub mod file;
 pub mod ldap;
 pub mod ldif;
+pub mod search;
 
 pub use config::{AttributeMap, DirectoryConfig, LdapConfig, SourceKind};
 pub use entry::DirectoryEntry;
+pub use search::DirectoryIndex;
 
 /// What a fetch produced: the entries, and the records that could not be used.
 #[derive(Debug, Default)]

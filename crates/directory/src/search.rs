@@ -1,0 +1,570 @@
+//! The directory search index: every enabled directory user, searchable by name,
+//! e-mail, title and department (the web page and the API), or attribute by
+//! attribute (SIPE's `directorySearch`).
+//!
+//! Matching is case- and accent-insensitive ([`fold`]) and by word prefix: each word
+//! of a query must begin some word of the user's fields ("ali and" finds "Alice
+//! Anders"). The index is a sorted list of every (word, user) pair, so the users whose
+//! words begin with a prefix are one contiguous run found by binary search; a query
+//! starts from its rarest word and checks the others per candidate. It is rebuilt
+//! from the directory after each sync and swapped in whole, so readers never wait for
+//! a rebuild.
+
+use crate::DirectoryEntry;
+use presence_model::UserUri;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// Most results one query may return.
+pub const MAX_RESULTS: usize = 50;
+/// Longest query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 256;
+/// Most words in one query.
+pub const MAX_QUERY_WORDS: usize = 8;
+
+/// Lowercase, without accents: "Ångström" and "angstrom" fold alike.
+pub fn fold(text: &str) -> String {
+    text.nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The fields a user is found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    DisplayName,
+    GivenName,
+    Surname,
+    Email,
+    Title,
+    Department,
+    Company,
+    Country,
+}
+
+impl Field {
+    /// Fields that a free-text query looks at.
+    fn free_text(self) -> bool {
+        !matches!(self, Field::Company | Field::Country)
+    }
+
+    /// Names weigh more than the rest when ranking.
+    fn is_name(self) -> bool {
+        matches!(self, Field::DisplayName | Field::GivenName | Field::Surname)
+    }
+
+    fn of(self, e: &DirectoryEntry) -> &str {
+        match self {
+            Field::DisplayName => &e.display_name,
+            Field::GivenName => &e.given_name,
+            Field::Surname => &e.surname,
+            Field::Email => &e.email,
+            Field::Title => &e.title,
+            Field::Department => &e.department,
+            Field::Company => &e.company,
+            Field::Country => &e.country,
+        }
+    }
+
+    const ALL: [Field; 8] = [
+        Field::DisplayName,
+        Field::GivenName,
+        Field::Surname,
+        Field::Email,
+        Field::Title,
+        Field::Department,
+        Field::Company,
+        Field::Country,
+    ];
+}
+
+/// The words of a field: whitespace-separated, and the parts of hyphenated ones
+/// ("Jean-Luc" gives "jean-luc", "jean" and "luc"). An e-mail address is one word.
+fn words(field: Field, text: &str) -> Vec<String> {
+    let folded = fold(text);
+    let mut out = Vec::new();
+    for w in folded.split_whitespace() {
+        out.push(w.to_string());
+        if field != Field::Email && w.contains('-') {
+            out.extend(w.split('-').filter(|p| !p.is_empty()).map(str::to_string));
+        }
+    }
+    out
+}
+
+/// What a query found: the users in rank order, and whether more matched than were
+/// returned.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub entries: Vec<Arc<DirectoryEntry>>,
+    pub more: bool,
+}
+
+/// A query that cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("the query is empty")]
+    Empty,
+    #[error("a query is at most {MAX_QUERY_BYTES} bytes and {MAX_QUERY_WORDS} words")]
+    TooLong,
+}
+
+struct User {
+    entry: Arc<DirectoryEntry>,
+    /// Folded display name, for ordering equal ranks.
+    sort_name: String,
+    /// Each word with the field it comes from.
+    words: Vec<(Box<str>, Field)>,
+}
+
+#[derive(Default)]
+struct Index {
+    users: Vec<User>,
+    by_uri: HashMap<UserUri, u32>,
+    /// Every (word, user) pair, sorted by word.
+    postings: Vec<(Box<str>, u32)>,
+}
+
+impl Index {
+    fn build(entries: impl IntoIterator<Item = DirectoryEntry>) -> Index {
+        let mut index = Index::default();
+        for e in entries.into_iter().filter(|e| e.enabled) {
+            if index.by_uri.contains_key(&e.uri) {
+                continue;
+            }
+            let id = index.users.len() as u32;
+            let mut user_words: Vec<(Box<str>, Field)> = Vec::new();
+            for f in Field::ALL {
+                for w in words(f, f.of(&e)) {
+                    user_words.push((w.into_boxed_str(), f));
+                }
+            }
+            user_words.sort();
+            user_words.dedup();
+            let mut distinct: Vec<&str> = user_words.iter().map(|(w, _)| &**w).collect();
+            distinct.dedup();
+            index
+                .postings
+                .extend(distinct.into_iter().map(|w| (Box::from(w), id)));
+            index.by_uri.insert(e.uri.clone(), id);
+            index.users.push(User {
+                sort_name: fold(&e.display_name),
+                entry: Arc::new(e),
+                words: user_words,
+            });
+        }
+        index.postings.sort_unstable();
+        index.postings.shrink_to_fit();
+        index
+    }
+
+    /// The postings whose word begins with `prefix`.
+    fn run(&self, prefix: &str) -> &[(Box<str>, u32)] {
+        let start = self.postings.partition_point(|(w, _)| &**w < prefix);
+        let len = self.postings[start..].partition_point(|(w, _)| w.starts_with(prefix));
+        &self.postings[start..start + len]
+    }
+
+    /// The users with a word in `prefix`'s run, each once.
+    fn candidates(&self, prefix: &str) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.run(prefix).iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Ranks `ids` with `score` (`None`: no match) and keeps the best `limit`.
+    fn top(&self, ids: Vec<u32>, limit: usize, score: impl Fn(&User) -> Option<u32>) -> Found {
+        let mut scored: Vec<(u32, u32)> = ids
+            .into_iter()
+            .filter_map(|id| score(&self.users[id as usize]).map(|s| (s, id)))
+            .collect();
+        let order = |a: &(u32, u32), b: &(u32, u32)| {
+            let (ua, ub) = (&self.users[a.1 as usize], &self.users[b.1 as usize]);
+            b.0.cmp(&a.0)
+                .then_with(|| ua.sort_name.cmp(&ub.sort_name))
+                .then_with(|| ua.entry.uri.cmp(&ub.entry.uri))
+        };
+        let more = scored.len() > limit;
+        if more {
+            scored.select_nth_unstable_by(limit, order);
+            scored.truncate(limit);
+        }
+        scored.sort_unstable_by(order);
+        Found {
+            entries: scored
+                .into_iter()
+                .map(|(_, id)| self.users[id as usize].entry.clone())
+                .collect(),
+            more,
+        }
+    }
+}
+
+/// How well `word` matches one of `user`'s words in `fields`: an exact word beats a
+/// prefix, and names beat other fields.
+fn word_score(user: &User, word: &str, fields: impl Fn(Field) -> bool) -> Option<u32> {
+    user.words
+        .iter()
+        .filter(|(_, f)| fields(*f))
+        .filter_map(|(w, f)| {
+            let base = if &**w == word {
+                2
+            } else if w.starts_with(word) {
+                1
+            } else {
+                return None;
+            };
+            Some(base * if f.is_name() { 2 } else { 1 })
+        })
+        .max()
+}
+
+/// The search index, shared by every front end.
+#[derive(Default)]
+pub struct DirectoryIndex {
+    current: RwLock<Arc<Index>>,
+}
+
+impl DirectoryIndex {
+    pub fn new() -> DirectoryIndex {
+        DirectoryIndex::default()
+    }
+
+    /// Replaces the whole index with the enabled users among `entries`.
+    pub fn replace(&self, entries: impl IntoIterator<Item = DirectoryEntry>) {
+        let fresh = Arc::new(Index::build(entries));
+        *self.current.write().expect("index lock") = fresh;
+    }
+
+    fn snapshot(&self) -> Arc<Index> {
+        self.current.read().expect("index lock").clone()
+    }
+
+    /// How many users can be found.
+    pub fn len(&self) -> usize {
+        self.snapshot().users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The enabled directory user with this address.
+    pub fn get(&self, uri: &UserUri) -> Option<Arc<DirectoryEntry>> {
+        let index = self.snapshot();
+        index
+            .by_uri
+            .get(uri)
+            .map(|id| index.users[*id as usize].entry.clone())
+    }
+
+    /// Free-text search over names, e-mail, title and department: every word of
+    /// `query` must begin a word of the user's; exact words and names rank first.
+    /// At most `limit` (capped at [`MAX_RESULTS`]) users.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Found, QueryError> {
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(QueryError::TooLong);
+        }
+        let folded = fold(query);
+        let mut qwords: Vec<&str> = folded.split_whitespace().collect();
+        if qwords.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        if qwords.len() > MAX_QUERY_WORDS {
+            return Err(QueryError::TooLong);
+        }
+        qwords.sort_unstable();
+        qwords.dedup();
+        let limit = limit.min(MAX_RESULTS);
+        let index = self.snapshot();
+        let rarest = qwords
+            .iter()
+            .min_by_key(|w| index.run(w).len())
+            .expect("one word at least");
+        let whole = folded.split_whitespace().collect::<Vec<_>>().join(" ");
+        let found = index.top(index.candidates(rarest), limit, |user| {
+            let mut total = 0;
+            for w in &qwords {
+                total += word_score(user, w, Field::free_text)?;
+            }
+            // The whole query being the display name beats everything else.
+            if user.sort_name == whole {
+                total += 100;
+            }
+            Some(total)
+        });
+        Ok(found)
+    }
+
+    /// Attribute-by-attribute search (SIPE's rows): every `(field, value)` must match,
+    /// each value as word prefixes of that field. At most `limit` users.
+    pub fn search_fields(&self, rows: &[(Field, String)], limit: usize) -> Found {
+        let limit = limit.min(MAX_RESULTS);
+        let wanted: Vec<(Field, Vec<String>)> = rows
+            .iter()
+            .map(|(f, v)| (*f, words(*f, v)))
+            .filter(|(_, ws)| !ws.is_empty())
+            .collect();
+        let index = self.snapshot();
+        let Some(rarest) = wanted
+            .iter()
+            .flat_map(|(_, ws)| ws.iter())
+            .min_by_key(|w| index.run(w).len())
+        else {
+            return Found::default();
+        };
+        index.top(index.candidates(rarest), limit, |user| {
+            let mut total = 0;
+            for (field, ws) in &wanted {
+                for w in ws {
+                    total += word_score(user, w, |f| f == *field)?;
+                }
+            }
+            Some(total)
+        })
+    }
+
+    /// Roughly how many bytes the index holds (users' entries, words and postings).
+    pub fn heap_bytes(&self) -> usize {
+        let index = self.snapshot();
+        let entry_bytes = |e: &DirectoryEntry| {
+            std::mem::size_of::<DirectoryEntry>()
+                + [
+                    &e.key,
+                    &e.display_name,
+                    &e.given_name,
+                    &e.surname,
+                    &e.email,
+                    &e.title,
+                    &e.department,
+                    &e.company,
+                    &e.office,
+                    &e.work_phone,
+                    &e.mobile,
+                    &e.street,
+                    &e.city,
+                    &e.state,
+                    &e.postal_code,
+                    &e.country,
+                ]
+                .iter()
+                .map(|s| s.capacity())
+                .sum::<usize>()
+                + e.uri.as_str().len()
+                + e.dn.as_ref().map_or(0, String::capacity)
+        };
+        let users: usize = index
+            .users
+            .iter()
+            .map(|u| {
+                std::mem::size_of::<User>()
+                    + entry_bytes(&u.entry)
+                    + u.sort_name.capacity()
+                    + u.words
+                        .iter()
+                        .map(|(w, _)| w.len() + std::mem::size_of::<(Box<str>, Field)>())
+                        .sum::<usize>()
+            })
+            .sum();
+        let postings: usize = index
+            .postings
+            .iter()
+            .map(|(w, _)| w.len() + std::mem::size_of::<(Box<str>, u32)>())
+            .sum();
+        users + postings + index.by_uri.capacity() * (std::mem::size_of::<(UserUri, u32)>() + 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(uri: &str, name: &str, title: &str, department: &str) -> DirectoryEntry {
+        let (given, sur) = name.split_once(' ').unwrap_or((name, ""));
+        DirectoryEntry {
+            key: uri.into(),
+            dn: None,
+            uri: UserUri::parse(uri).unwrap(),
+            enabled: true,
+            display_name: name.into(),
+            given_name: given.into(),
+            surname: sur.into(),
+            email: uri.into(),
+            title: title.into(),
+            department: department.into(),
+            company: "Contoso".into(),
+            office: String::new(),
+            work_phone: String::new(),
+            mobile: String::new(),
+            street: String::new(),
+            city: String::new(),
+            state: String::new(),
+            postal_code: String::new(),
+            country: "NO".into(),
+        }
+    }
+
+    fn names(found: &Found) -> Vec<&str> {
+        found
+            .entries
+            .iter()
+            .map(|e| e.display_name.as_str())
+            .collect()
+    }
+
+    fn sample() -> DirectoryIndex {
+        let index = DirectoryIndex::new();
+        let mut disabled = entry("dan@contoso.com", "Alice Disabled", "", "");
+        disabled.enabled = false;
+        index.replace([
+            entry("alice@contoso.com", "Alice Anders", "Engineer", "Research"),
+            entry("alicia@contoso.com", "Alicia Keys", "Pianist", "Music"),
+            entry("bob@contoso.com", "Bob Ali", "Manager", "Sales"),
+            entry("zoe@contoso.com", "Zoë Ångström", "Analyst", "Research"),
+            entry("jl@contoso.com", "Jean-Luc Picard", "Captain", "Fleet"),
+            disabled,
+        ]);
+        index
+    }
+
+    #[test]
+    fn every_word_must_begin_a_word_of_the_user() {
+        let index = sample();
+        assert_eq!(
+            names(&index.search("ali and", 10).unwrap()),
+            vec!["Alice Anders"]
+        );
+        assert_eq!(
+            names(&index.search("research", 10).unwrap()),
+            vec!["Alice Anders", "Zoë Ångström"]
+        );
+        assert!(
+            index.search("lice", 10).unwrap().entries.is_empty(),
+            "prefixes only"
+        );
+        assert_eq!(
+            names(&index.search("luc", 10).unwrap()),
+            vec!["Jean-Luc Picard"]
+        );
+        assert_eq!(
+            names(&index.search("bob@contoso", 10).unwrap()),
+            vec!["Bob Ali"]
+        );
+    }
+
+    #[test]
+    fn accents_and_case_do_not_matter() {
+        let index = sample();
+        assert_eq!(
+            names(&index.search("ZOE ANGSTROM", 10).unwrap()),
+            vec!["Zoë Ångström"]
+        );
+        assert_eq!(
+            names(&index.search("zoë", 10).unwrap()),
+            vec!["Zoë Ångström"]
+        );
+        assert_eq!(fold("Ångström ÉCOLE"), "angstrom ecole");
+    }
+
+    #[test]
+    fn exact_words_and_names_rank_first() {
+        let index = sample();
+        // "ali" is a whole surname for Bob Ali, a prefix for Alice and Alicia.
+        let found = index.search("ali", 10).unwrap();
+        assert_eq!(
+            names(&found),
+            vec!["Bob Ali", "Alice Anders", "Alicia Keys"]
+        );
+        // A name match beats a title match of the same kind.
+        let index2 = DirectoryIndex::new();
+        index2.replace([
+            entry("a@x.com", "Paula Smith", "Manager", ""),
+            entry("b@x.com", "Manny Jones", "Clerk", ""),
+        ]);
+        assert_eq!(
+            names(&index2.search("man", 10).unwrap()),
+            vec!["Manny Jones", "Paula Smith"]
+        );
+    }
+
+    #[test]
+    fn disabled_users_are_not_found_and_limits_hold() {
+        let index = sample();
+        assert!(index.search("disabled", 10).unwrap().entries.is_empty());
+        assert!(
+            index
+                .get(&UserUri::parse("dan@contoso.com").unwrap())
+                .is_none()
+        );
+        let found = index.search("ali", 2).unwrap();
+        assert_eq!((found.entries.len(), found.more), (2, true));
+        let found = index.search("ali", 3).unwrap();
+        assert_eq!((found.entries.len(), found.more), (3, false));
+        let many = DirectoryIndex::new();
+        many.replace((0..200).map(|i| entry(&format!("u{i}@x.com"), &format!("User {i}"), "", "")));
+        let found = many.search("user", 1000).unwrap();
+        assert_eq!((found.entries.len(), found.more), (MAX_RESULTS, true));
+        assert_eq!(index.search("   ", 10).unwrap_err(), QueryError::Empty);
+        assert_eq!(
+            index.search(&"a ".repeat(9), 10).unwrap_err(),
+            QueryError::TooLong
+        );
+        assert_eq!(
+            index
+                .search(&"a".repeat(MAX_QUERY_BYTES + 1), 10)
+                .unwrap_err(),
+            QueryError::TooLong
+        );
+    }
+
+    #[test]
+    fn attribute_rows_match_their_own_field_only() {
+        let index = sample();
+        let rows = |r: &[(Field, &str)]| -> Vec<(Field, String)> {
+            r.iter().map(|(f, v)| (*f, v.to_string())).collect()
+        };
+        let found = index.search_fields(&rows(&[(Field::GivenName, "ali")]), 10);
+        assert_eq!(
+            names(&found),
+            vec!["Alice Anders", "Alicia Keys"],
+            "not Bob Ali"
+        );
+        let found = index.search_fields(
+            &rows(&[(Field::GivenName, "ali"), (Field::Surname, "k")]),
+            10,
+        );
+        assert_eq!(names(&found), vec!["Alicia Keys"]);
+        let found = index.search_fields(&rows(&[(Field::Email, "bob@contoso.com")]), 10);
+        assert_eq!(names(&found), vec!["Bob Ali"]);
+        let found = index.search_fields(&rows(&[(Field::Company, "contoso")]), 1);
+        assert_eq!((found.entries.len(), found.more), (1, true));
+        assert!(
+            index
+                .search_fields(&rows(&[(Field::Country, "")]), 10)
+                .entries
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_rebuild_replaces_everything() {
+        let index = sample();
+        assert!(
+            index
+                .get(&UserUri::parse("bob@contoso.com").unwrap())
+                .is_some()
+        );
+        index.replace([entry("new@contoso.com", "New Person", "", "")]);
+        assert_eq!(index.len(), 1);
+        assert!(
+            index
+                .get(&UserUri::parse("bob@contoso.com").unwrap())
+                .is_none()
+        );
+        assert!(index.heap_bytes() > 0);
+    }
+}
