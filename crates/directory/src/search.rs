@@ -13,7 +13,8 @@
 use crate::DirectoryEntry;
 use presence_model::UserUri;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
@@ -23,6 +24,11 @@ pub const MAX_RESULTS: usize = 50;
 pub const MAX_QUERY_BYTES: usize = 256;
 /// Most words in one query.
 pub const MAX_QUERY_WORDS: usize = 8;
+/// Queries one user may make in a burst, and how many more per second after it.
+pub const QUERY_BURST: f64 = 20.0;
+pub const QUERIES_PER_SECOND: f64 = 10.0;
+/// Users whose query budget is remembered; past it, full budgets are forgotten.
+const MAX_THROTTLED_USERS: usize = 100_000;
 
 /// Lowercase, without accents: "Ångström" and "angstrom" fold alike.
 pub fn fold(text: &str) -> String {
@@ -223,10 +229,50 @@ fn word_score(user: &User, word: &str, fields: impl Fn(Field) -> bool) -> Option
         .max()
 }
 
+/// A user asked too often; they may ask again after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many directory queries; try again in {} s", retry_after.as_secs().max(1))]
+pub struct Throttled {
+    pub retry_after: std::time::Duration,
+}
+
+/// Per-user query budgets (a token bucket each), shared by every front end.
+#[derive(Default)]
+struct Throttle {
+    budgets: Mutex<HashMap<UserUri, (f64, Instant)>>,
+}
+
+impl Throttle {
+    fn admit(&self, user: &UserUri, now: Instant) -> Result<(), Throttled> {
+        let mut budgets = self.budgets.lock().expect("throttle lock");
+        if budgets.len() >= MAX_THROTTLED_USERS {
+            // Anyone whose budget has filled up again is as good as new.
+            budgets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * QUERIES_PER_SECOND < QUERY_BURST
+            });
+        }
+        let (tokens, at) = budgets.entry(user.clone()).or_insert((QUERY_BURST, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * QUERIES_PER_SECOND).min(QUERY_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Throttled {
+                retry_after: std::time::Duration::from_secs_f64(
+                    (1.0 - *tokens) / QUERIES_PER_SECOND,
+                ),
+            })
+        }
+    }
+}
+
 /// The search index, shared by every front end.
 #[derive(Default)]
 pub struct DirectoryIndex {
     current: RwLock<Arc<Index>>,
+    throttle: Throttle,
 }
 
 impl DirectoryIndex {
@@ -238,6 +284,12 @@ impl DirectoryIndex {
     pub fn replace(&self, entries: impl IntoIterator<Item = DirectoryEntry>) {
         let fresh = Arc::new(Index::build(entries));
         *self.current.write().expect("index lock") = fresh;
+    }
+
+    /// Counts one query of `user` against their budget ([`QUERY_BURST`], then
+    /// [`QUERIES_PER_SECOND`]).
+    pub fn admit(&self, user: &UserUri) -> Result<(), Throttled> {
+        self.throttle.admit(user, Instant::now())
     }
 
     fn snapshot(&self) -> Arc<Index> {
@@ -301,8 +353,14 @@ impl DirectoryIndex {
     }
 
     /// Attribute-by-attribute search (SIPE's rows): every `(field, value)` must match,
-    /// each value as word prefixes of that field. At most `limit` users.
-    pub fn search_fields(&self, rows: &[(Field, String)], limit: usize) -> Found {
+    /// each value as word prefixes of that field. With `uri`, only that user is
+    /// considered (a search by SIP address). At most `limit` users.
+    pub fn search_fields(
+        &self,
+        uri: Option<&UserUri>,
+        rows: &[(Field, String)],
+        limit: usize,
+    ) -> Found {
         let limit = limit.min(MAX_RESULTS);
         let wanted: Vec<(Field, Vec<String>)> = rows
             .iter()
@@ -310,14 +368,18 @@ impl DirectoryIndex {
             .filter(|(_, ws)| !ws.is_empty())
             .collect();
         let index = self.snapshot();
-        let Some(rarest) = wanted
-            .iter()
-            .flat_map(|(_, ws)| ws.iter())
-            .min_by_key(|w| index.run(w).len())
-        else {
-            return Found::default();
+        let candidates = match uri {
+            Some(uri) => index.by_uri.get(uri).copied().into_iter().collect(),
+            None => match wanted
+                .iter()
+                .flat_map(|(_, ws)| ws.iter())
+                .min_by_key(|w| index.run(w).len())
+            {
+                Some(rarest) => index.candidates(rarest),
+                None => return Found::default(),
+            },
         };
-        index.top(index.candidates(rarest), limit, |user| {
+        index.top(candidates, limit, |user| {
             let mut total = 0;
             for (field, ws) in &wanted {
                 for w in ws {
@@ -527,27 +589,62 @@ mod tests {
         let rows = |r: &[(Field, &str)]| -> Vec<(Field, String)> {
             r.iter().map(|(f, v)| (*f, v.to_string())).collect()
         };
-        let found = index.search_fields(&rows(&[(Field::GivenName, "ali")]), 10);
+        let found = index.search_fields(None, &rows(&[(Field::GivenName, "ali")]), 10);
         assert_eq!(
             names(&found),
             vec!["Alice Anders", "Alicia Keys"],
             "not Bob Ali"
         );
         let found = index.search_fields(
+            None,
             &rows(&[(Field::GivenName, "ali"), (Field::Surname, "k")]),
             10,
         );
         assert_eq!(names(&found), vec!["Alicia Keys"]);
-        let found = index.search_fields(&rows(&[(Field::Email, "bob@contoso.com")]), 10);
+        let found = index.search_fields(None, &rows(&[(Field::Email, "bob@contoso.com")]), 10);
         assert_eq!(names(&found), vec!["Bob Ali"]);
-        let found = index.search_fields(&rows(&[(Field::Company, "contoso")]), 1);
+        let found = index.search_fields(None, &rows(&[(Field::Company, "contoso")]), 1);
         assert_eq!((found.entries.len(), found.more), (1, true));
         assert!(
             index
-                .search_fields(&rows(&[(Field::Country, "")]), 10)
+                .search_fields(None, &rows(&[(Field::Country, "")]), 10)
                 .entries
                 .is_empty()
         );
+        // By SIP address: that user only, and only if the other rows match too.
+        let bob = UserUri::parse("bob@contoso.com").unwrap();
+        assert_eq!(
+            names(&index.search_fields(Some(&bob), &[], 10)),
+            vec!["Bob Ali"]
+        );
+        let by_surname = index.search_fields(Some(&bob), &rows(&[(Field::Surname, "al")]), 10);
+        assert_eq!(names(&by_surname), vec!["Bob Ali"]);
+        let by_given = index.search_fields(Some(&bob), &rows(&[(Field::GivenName, "al")]), 10);
+        assert!(by_given.entries.is_empty());
+        let dan = UserUri::parse("dan@contoso.com").unwrap();
+        assert!(
+            index.search_fields(Some(&dan), &[], 10).entries.is_empty(),
+            "disabled"
+        );
+    }
+
+    #[test]
+    fn each_user_has_a_query_budget() {
+        let throttle = Throttle::default();
+        let (alice, bob) = (
+            UserUri::parse("alice@x.com").unwrap(),
+            UserUri::parse("bob@x.com").unwrap(),
+        );
+        let t0 = Instant::now();
+        for _ in 0..QUERY_BURST as usize {
+            throttle.admit(&alice, t0).unwrap();
+        }
+        let refused = throttle.admit(&alice, t0).unwrap_err();
+        assert!(refused.retry_after > std::time::Duration::ZERO);
+        assert!(throttle.admit(&bob, t0).is_ok(), "budgets are per user");
+        let later = t0 + std::time::Duration::from_secs_f64(1.0 / QUERIES_PER_SECOND);
+        assert!(throttle.admit(&alice, later).is_ok(), "refilled");
+        assert!(throttle.admit(&alice, later).is_err());
     }
 
     #[test]

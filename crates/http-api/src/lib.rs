@@ -54,6 +54,8 @@ pub struct AppState {
     pub token_ttl: std::time::Duration,
     /// Where passwords are checked.
     pub passwords: PasswordCheck,
+    /// The directory search index (with its per-user query budgets).
+    pub directory: Arc<directory::DirectoryIndex>,
     pub limits: ApiLimits,
     /// Flips to true when the server shuts down; open WebSockets close.
     pub shutdown: watch::Receiver<bool>,
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/presentities/{user}",
             get(routes::presentities::get_presentity),
         )
+        .route("/v1/directory", get(routes::directory::search))
         .route("/v1/me/contacts", get(routes::contacts::list))
         .route(
             "/v1/me/contacts/{user}",

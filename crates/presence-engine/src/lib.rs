@@ -269,6 +269,16 @@ pub struct DirectoryUpdate {
     pub enabled: bool,
 }
 
+/// What a directory search shows of one user to one viewer
+/// ([`Engine::directory_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryView {
+    /// The availability the viewer may see (`None`: none, as for an offline user).
+    pub availability: Option<u32>,
+    /// Whether the viewer may see the directory details.
+    pub details: bool,
+}
+
 /// Everything the owner has, for `GET /v1/me` and the first self notification.
 #[derive(Debug, Clone)]
 pub struct OwnSnapshot {
@@ -667,6 +677,31 @@ impl Engine {
             return Err(e);
         }
         Ok((out, state.doc.contacts().clone()))
+    }
+
+    /// What a directory search may show `viewer` of `target`, decided by the same
+    /// access rules as every other view: the availability `target`'s container for
+    /// the viewer holds, and whether it holds the directory details card (title,
+    /// department, office, phone, company, address).
+    pub fn directory_view(
+        &self,
+        viewer: &UserUri,
+        target: &UserUri,
+    ) -> Result<DirectoryView, EngineError> {
+        let visible = self.view(viewer, target, &["state".into(), "contactCard".into()])?;
+        let details = visible.iter().any(|i| {
+            &*i.key.category == "contactCard"
+                && i.key.instance == presence_model::document::DETAILS_CARD_INSTANCE
+        });
+        let availability = visible
+            .iter()
+            .filter(|i| &*i.key.category == "state")
+            .filter_map(|i| presence_model::summary::summarize("state", &i.value))
+            .find_map(|s| s.availability);
+        Ok(DirectoryView {
+            availability,
+            details,
+        })
     }
 
     /// What `viewer` may see of `target`: the visible instances of the requested

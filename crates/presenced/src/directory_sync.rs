@@ -7,7 +7,7 @@
 
 use accounts::Accounts;
 use anyhow::{Context, Result};
-use directory::{DirectoryEntry, Source};
+use directory::{DirectoryEntry, DirectoryIndex, Source};
 use presence_engine::{DirectoryUpdate, Engine};
 use presence_store::{DirectoryUser, Store};
 use std::collections::{HashMap, HashSet};
@@ -47,6 +47,20 @@ pub struct SyncTarget {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     pub store: Arc<dyn Store>,
+    /// The search index, rebuilt from the store after a sync that changed anything.
+    pub index: Arc<DirectoryIndex>,
+}
+
+/// Fills `index` with the directory users the store knows (the entries as last
+/// synced; only enabled ones are found); returns how many are searchable.
+pub fn load_index(store: &dyn Store, index: &DirectoryIndex) -> Result<usize> {
+    let rows = store.directory_users()?;
+    index.replace(
+        rows.iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| serde_json::from_str::<DirectoryEntry>(&r.fingerprint).ok()),
+    );
+    Ok(index.len())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -198,6 +212,10 @@ pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> R
             progress(done, total);
         }
     }
+    if total > 0 || target.index.is_empty() {
+        let (store, index) = (target.store.clone(), target.index.clone());
+        tokio::task::spawn_blocking(move || load_index(store.as_ref(), &index)).await??;
+    }
     Ok(summary)
 }
 
@@ -211,6 +229,7 @@ pub async fn one_shot(config: &crate::config::Config, source: Source) -> Result<
         engine: services.engine,
         accounts: services.accounts,
         store: services.store,
+        index: services.directory,
     };
     run(&target, &source, true).await
 }

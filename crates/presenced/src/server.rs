@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The store, accounts and engine of one data directory.
+/// The store, accounts, engine and directory search index of one data directory.
 pub struct Services {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     pub store: Arc<dyn Store>,
+    pub directory: Arc<directory::DirectoryIndex>,
 }
 
 /// Name of the lock file a server (or a one-shot directory sync) holds in the data
@@ -68,10 +69,16 @@ pub fn open(config: &Config) -> Result<Services> {
     )
     .map_err(|e: EngineError| anyhow::anyhow!(e))
     .context("loading presence data")?;
+    let directory = Arc::new(directory::DirectoryIndex::new());
+    let loaded = directory_sync::load_index(store.as_ref(), &directory)?;
+    if loaded > 0 {
+        tracing::info!(users = loaded, "directory search index loaded");
+    }
     Ok(Services {
         engine,
         accounts,
         store,
+        directory,
     })
 }
 
@@ -155,6 +162,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
                 engine: services.engine.clone(),
                 accounts: services.accounts.clone(),
                 store: services.store.clone(),
+                index: services.directory.clone(),
             };
             Some(tokio::spawn(periodic_sync(
                 target,
@@ -176,6 +184,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
         accounts: services.accounts.clone(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
         passwords,
+        directory: services.directory.clone(),
         limits: config.api_limits(),
         shutdown: shutdown_rx.clone(),
     };
@@ -187,6 +196,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
     let sip_ctx = sip_server::SipContext::new(
         services.engine.clone(),
         services.accounts.clone(),
+        services.directory.clone(),
         sip_server::SipConfig {
             allow_unauthenticated: config.server.sip_allow_unauthenticated,
             register_expires: config.server.sip_register_expires,

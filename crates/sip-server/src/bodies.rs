@@ -31,11 +31,11 @@ pub const FAULT_TYPE: &str = "application/msrtc-fault+xml";
 #[error("{0}")]
 pub struct BadBody(pub String);
 
-fn bad(msg: impl Into<String>) -> BadBody {
+pub(crate) fn bad(msg: impl Into<String>) -> BadBody {
     BadBody(msg.into())
 }
 
-fn root(body: &[u8]) -> Result<Element, BadBody> {
+pub(crate) fn root(body: &[u8]) -> Result<Element, BadBody> {
     let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
     xml::parse_document(text).map_err(|e| bad(e.to_string()))
 }
@@ -149,92 +149,6 @@ pub fn parse_batch_sub(body: &[u8]) -> Result<(Vec<Resource>, Vec<String>), BadB
         })
         .unwrap_or_default();
     Ok((resources, categories))
-}
-
-/// A SOAP contact-list request (MS-SIP 3.7) and the `deltaNum` of the list the
-/// client made it against (checked: a stale one is refused with a 409 fault).
-#[derive(Debug)]
-pub struct SoapContactRequest {
-    pub op: SoapRequest,
-    pub delta_num: Option<u32>,
-}
-
-#[derive(Debug)]
-pub enum SoapRequest {
-    SetContact {
-        uri: UserUri,
-        name: String,
-        groups: Vec<u32>,
-        subscribed: bool,
-    },
-    DeleteContact {
-        uri: UserUri,
-    },
-    AddGroup {
-        name: String,
-    },
-    ModifyGroup {
-        id: u32,
-        name: String,
-    },
-    DeleteGroup {
-        id: u32,
-    },
-}
-
-pub fn parse_soap(body: &[u8]) -> Result<SoapContactRequest, BadBody> {
-    let envelope = root(body)?;
-    let method = envelope
-        .child("Body")
-        .and_then(|b| b.elements().next())
-        .ok_or_else(|| bad("no SOAP body"))?;
-    let field = |name: &str| method.child(name).map(Element::text).unwrap_or_default();
-    let uri = || UserUri::parse(&field("URI")).map_err(|e| bad(e.to_string()));
-    let id = || {
-        field("groupID")
-            .parse::<u32>()
-            .map_err(|_| bad("groupID is not a number"))
-    };
-    let delta_num = match method.child("deltaNum") {
-        None => None,
-        Some(d) => Some(
-            d.text()
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| bad("deltaNum is not a number"))?,
-        ),
-    };
-    let op = match method.name.as_str() {
-        "setContact" => SoapRequest::SetContact {
-            uri: uri()?,
-            name: field("displayName"),
-            groups: field("groups")
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect(),
-            subscribed: field("subscribed") != "false",
-        },
-        "deleteContact" => SoapRequest::DeleteContact { uri: uri()? },
-        "addGroup" => SoapRequest::AddGroup {
-            name: field("name"),
-        },
-        "modifyGroup" => SoapRequest::ModifyGroup {
-            id: id()?,
-            name: field("name"),
-        },
-        "deleteGroup" => SoapRequest::DeleteGroup { id: id()? },
-        other => return Err(bad(format!("unsupported SOAP method {other}"))),
-    };
-    Ok(SoapContactRequest { op, delta_num })
-}
-
-/// The 200 body of addGroup: the new group's id.
-pub fn soap_add_group_result(id: u32) -> String {
-    format!(
-        "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\"><SOAP-ENV:Body>\
-         <m:addGroup xmlns:m=\"http://schemas.microsoft.com/winrtc/2002/11/sip\"><m:groupID>{id}</m:groupID></m:addGroup>\
-         </SOAP-ENV:Body></SOAP-ENV:Envelope>"
-    )
 }
 
 fn category(out: &mut String, i: &CategoryInstance, owner: bool) {
@@ -525,13 +439,6 @@ mod tests {
         let (r, cats) = parse_batch_sub(br#"<batchSub xmlns="x" uri="sip:alice@example.com" name=""><action name="subscribe" id="1"><adhocList><resource uri="sip:bob@example.com"/><resource uri="sip:carol@example.com"><context/></resource></adhocList><categoryList xmlns="y"><category name="state"/><category name="note"/></categoryList></action></batchSub>"#).unwrap();
         assert_eq!((r.len(), r[0].context, r[1].context), (2, false, true));
         assert_eq!(cats, vec!["state", "note"]);
-        let soap = parse_soap(br#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body><m:setContact xmlns:m="http://schemas.microsoft.com/winrtc/2002/11/sip"><m:displayName>Bob</m:displayName><m:groups>1 3 </m:groups><m:subscribed>true</m:subscribed><m:URI>bob@example.com</m:URI><m:externalURI /><m:deltaNum>5</m:deltaNum></m:setContact></SOAP-ENV:Body></SOAP-ENV:Envelope>"#).unwrap();
-        assert!(
-            matches!(soap.op, SoapRequest::SetContact { ref groups, subscribed: true, .. } if groups == &vec![1, 3])
-        );
-        assert_eq!(soap.delta_num, Some(5));
-        let bad = br#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:deleteContact xmlns:m="x"><m:URI>bob@example.com</m:URI><m:deltaNum>five</m:deltaNum></m:deleteContact></s:Body></s:Envelope>"#;
-        assert!(parse_soap(bad).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod register;
 mod reply;
 mod rlmi;
 mod service;
+mod soap;
 mod subscribe;
 #[cfg(test)]
 mod testing;
@@ -76,14 +77,22 @@ impl Default for SipConfig {
 pub struct SipContext {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
+    /// The directory search index (SOAP `directorySearch`).
+    pub directory: Arc<directory::DirectoryIndex>,
     pub config: Arc<SipConfig>,
 }
 
 impl SipContext {
-    pub fn new(engine: Engine, accounts: Arc<Accounts>, config: SipConfig) -> Self {
+    pub fn new(
+        engine: Engine,
+        accounts: Arc<Accounts>,
+        directory: Arc<directory::DirectoryIndex>,
+        config: SipConfig,
+    ) -> Self {
         SipContext {
             engine,
             accounts,
+            directory,
             config: Arc::new(config),
         }
     }

@@ -47,7 +47,12 @@ impl Fixture {
         };
         Fixture {
             _dir: dir,
-            ctx: SipContext::new(engine, Arc::new(accounts), config),
+            ctx: SipContext::new(
+                engine,
+                Arc::new(accounts),
+                Arc::new(directory::DirectoryIndex::new()),
+                config,
+            ),
         }
     }
 

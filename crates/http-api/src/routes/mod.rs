@@ -1,4 +1,5 @@
 pub mod contacts;
+pub mod directory;
 pub mod me;
 pub mod meta;
 pub mod presentities;

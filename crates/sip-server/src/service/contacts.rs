@@ -4,15 +4,18 @@
 //! answer goes out before the `contactDelta` the change causes (see
 //! `Conn::gate`).
 
-use crate::bodies::{self, BadBody, SoapRequest};
 use crate::connection::Conn;
 use crate::errors::Refusal;
 use crate::reply::{response, tag};
+use crate::soap::{self, SoapContactRequest, SoapRequest};
 use sip_proto::Message;
 
-pub(crate) async fn soap(conn: &mut Conn, req: &Message) -> Result<Message, Refusal> {
+pub(crate) async fn change(
+    conn: &mut Conn,
+    req: &Message,
+    request: SoapContactRequest,
+) -> Result<Message, Refusal> {
     let user = conn.user.clone().expect("registered");
-    let request = bodies::parse_soap(&req.body).map_err(|BadBody(why)| Refusal::bad_body(why))?;
     let engine = conn.ctx.engine.clone();
     let delta = request.delta_num;
     let contact = match &request.op {
@@ -42,7 +45,7 @@ pub(crate) async fn soap(conn: &mut Conn, req: &Message) -> Result<Message, Refu
     let mut ok = response(req, 200, "OK", Some(&tag()));
     if let Some(id) = group {
         ok.push_header("Content-Type", "application/SOAP+xml");
-        ok.body = bodies::soap_add_group_result(id).into_bytes();
+        ok.body = soap::soap_add_group_result(id).into_bytes();
     }
     Ok(ok)
 }

@@ -2,13 +2,16 @@
 //! into one engine call and the engine's result into the answer.
 
 mod contacts;
+mod directory;
 mod members;
 mod publish;
 mod subscribers;
 
+use crate::bodies::BadBody;
 use crate::connection::Conn;
 use crate::errors::Refusal;
 use crate::reply::token;
+use crate::soap::{self, Soap};
 use sip_proto::Message;
 
 pub(crate) async fn service(conn: &mut Conn, req: &Message) -> Message {
@@ -19,7 +22,11 @@ pub(crate) async fn service(conn: &mut Conn, req: &Message) -> Message {
         "application/msrtc-presence-setsubscriber+xml" => {
             subscribers::set_subscribers(conn, req).await
         }
-        "application/soap+xml" => contacts::soap(conn, req).await,
+        "application/soap+xml" => match soap::parse_soap(&req.body) {
+            Err(BadBody(why)) => Err(Refusal::bad_body(why)),
+            Ok(Soap::Contacts(request)) => contacts::change(conn, req, request).await,
+            Ok(Soap::DirectorySearch(search)) => directory::search(conn, req, search),
+        },
         _ => Err(Refusal {
             code: 415,
             reason: "Unsupported Media Type",
