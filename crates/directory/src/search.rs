@@ -67,7 +67,8 @@ impl Field {
             Field::DisplayName => &e.display_name,
             Field::GivenName => &e.given_name,
             Field::Surname => &e.surname,
-            Field::Email => &e.email,
+            // The identity card's e-mail: the SIP address when the directory has none.
+            Field::Email => e.identity_email(),
             Field::Title => &e.title,
             Field::Department => &e.department,
             Field::Company => &e.company,
