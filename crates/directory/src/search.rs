@@ -24,7 +24,8 @@ pub const MAX_RESULTS: usize = 50;
 pub const MAX_QUERY_BYTES: usize = 256;
 /// Most words in one query.
 pub const MAX_QUERY_WORDS: usize = 8;
-/// Queries one user may make in a burst, and how many more per second after it.
+/// Default budget: queries one user may make in a burst, and how many more per
+/// second after it (`[limits] directory_query_burst`, `directory_queries_per_second`).
 pub const QUERY_BURST: f64 = 20.0;
 pub const QUERIES_PER_SECOND: f64 = 10.0;
 /// Users whose query budget is remembered; past it, full budgets are forgotten.
@@ -238,47 +239,70 @@ pub struct Throttled {
 }
 
 /// Per-user query budgets (a token bucket each), shared by every front end.
-#[derive(Default)]
 struct Throttle {
+    burst: f64,
+    per_second: f64,
     budgets: Mutex<HashMap<UserUri, (f64, Instant)>>,
 }
 
 impl Throttle {
+    fn new(burst: f64, per_second: f64) -> Throttle {
+        Throttle {
+            burst: burst.max(1.0),
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            budgets: Mutex::default(),
+        }
+    }
+
     fn admit(&self, user: &UserUri, now: Instant) -> Result<(), Throttled> {
+        let (burst, rate) = (self.burst, self.per_second);
+        let refill = |tokens: f64, at: Instant| {
+            (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst)
+        };
         let mut budgets = self.budgets.lock().expect("throttle lock");
         if budgets.len() >= MAX_THROTTLED_USERS {
             // Anyone whose budget has filled up again is as good as new.
-            budgets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * QUERIES_PER_SECOND < QUERY_BURST
-            });
+            budgets.retain(|_, (tokens, at)| refill(*tokens, *at) < burst);
         }
-        let (tokens, at) = budgets.entry(user.clone()).or_insert((QUERY_BURST, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * QUERIES_PER_SECOND).min(QUERY_BURST);
+        let (tokens, at) = budgets.entry(user.clone()).or_insert((burst, now));
+        *tokens = refill(*tokens, *at);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
             Err(Throttled {
-                retry_after: std::time::Duration::from_secs_f64(
-                    (1.0 - *tokens) / QUERIES_PER_SECOND,
-                ),
+                retry_after: std::time::Duration::from_secs_f64((1.0 - *tokens) / rate),
             })
         }
     }
 }
 
 /// The search index, shared by every front end.
-#[derive(Default)]
 pub struct DirectoryIndex {
     current: RwLock<Arc<Index>>,
     throttle: Throttle,
 }
 
+impl Default for DirectoryIndex {
+    fn default() -> Self {
+        DirectoryIndex::with_query_budget(QUERY_BURST, QUERIES_PER_SECOND)
+    }
+}
+
 impl DirectoryIndex {
+    /// An empty index with the default query budget.
     pub fn new() -> DirectoryIndex {
         DirectoryIndex::default()
+    }
+
+    /// An empty index whose users may each make `burst` queries at once and
+    /// `per_second` more every second.
+    pub fn with_query_budget(burst: f64, per_second: f64) -> DirectoryIndex {
+        DirectoryIndex {
+            current: RwLock::default(),
+            throttle: Throttle::new(burst, per_second),
+        }
     }
 
     /// Replaces the whole index with the enabled users among `entries`.
@@ -287,8 +311,7 @@ impl DirectoryIndex {
         *self.current.write().expect("index lock") = fresh;
     }
 
-    /// Counts one query of `user` against their budget ([`QUERY_BURST`], then
-    /// [`QUERIES_PER_SECOND`]).
+    /// Counts one query of `user` against their budget.
     pub fn admit(&self, user: &UserUri) -> Result<(), Throttled> {
         self.throttle.admit(user, Instant::now())
     }
@@ -631,7 +654,7 @@ mod tests {
 
     #[test]
     fn each_user_has_a_query_budget() {
-        let throttle = Throttle::default();
+        let throttle = Throttle::new(QUERY_BURST, QUERIES_PER_SECOND);
         let (alice, bob) = (
             UserUri::parse("alice@x.com").unwrap(),
             UserUri::parse("bob@x.com").unwrap(),

@@ -82,6 +82,9 @@ pub struct LimitsConfig {
     pub max_pending_per_subscriber: usize,
     pub max_targets_per_subscription: usize,
     pub max_subscriptions_per_endpoint: usize,
+    /// Directory searches one user may make at once, and more per second after that.
+    pub directory_query_burst: f64,
+    pub directory_queries_per_second: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +142,8 @@ impl Default for LimitsConfig {
             max_pending_per_subscriber: engine.max_pending_per_subscriber,
             max_targets_per_subscription: engine.max_targets_per_subscription,
             max_subscriptions_per_endpoint: engine.max_subscriptions_per_endpoint,
+            directory_query_burst: directory::search::QUERY_BURST,
+            directory_queries_per_second: directory::search::QUERIES_PER_SECOND,
         }
     }
 }
@@ -192,6 +197,15 @@ impl Config {
         anyhow::ensure!(
             self.auth.token_ttl_secs > 0,
             "auth.token_ttl_secs must be positive"
+        );
+        anyhow::ensure!(
+            l.directory_query_burst >= 1.0 && l.directory_queries_per_second > 0.0,
+            "limits.directory_query_burst must be at least 1 and \
+             limits.directory_queries_per_second positive"
+        );
+        anyhow::ensure!(
+            self.server.sip_register_expires > 0 && self.server.sip_subscribe_expires > 0,
+            "server.sip_register_expires and server.sip_subscribe_expires must be positive"
         );
         if self.auth.password_source == PasswordSource::Ldap {
             anyhow::ensure!(

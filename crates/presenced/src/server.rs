@@ -69,7 +69,10 @@ pub fn open(config: &Config) -> Result<Services> {
     )
     .map_err(|e: EngineError| anyhow::anyhow!(e))
     .context("loading presence data")?;
-    let directory = Arc::new(directory::DirectoryIndex::new());
+    let directory = Arc::new(directory::DirectoryIndex::with_query_budget(
+        config.limits.directory_query_burst,
+        config.limits.directory_queries_per_second,
+    ));
     let loaded = directory_sync::load_index(store.as_ref(), &directory)?;
     if loaded > 0 {
         tracing::info!(users = loaded, "directory search index loaded");
