@@ -48,12 +48,12 @@ const PROVISION_CHUNK: usize = 10_000;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Log-linear latency histogram: 8 sub-buckets per power of two of nanoseconds.
-struct Histogram {
+pub(crate) struct Histogram {
     buckets: Vec<AtomicU64>,
 }
 
 impl Histogram {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Histogram {
             buckets: (0..64 * 8).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -76,12 +76,12 @@ impl Histogram {
         (8 + sub) << (exp - 3)
     }
 
-    fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn quantile_us(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> f64 {
         let counts: Vec<u64> = self
             .buckets
             .iter()

@@ -1,7 +1,8 @@
 //! The `presenced` binary's library half: configuration, the server, user
-//! administration and the fan-out benchmark.
+//! administration and the benchmarks.
 
 pub mod bench;
+pub mod bench_search;
 pub mod config;
 pub mod demo;
 pub mod directory_sync;

@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use presenced::bench::{FanoutArgs, run_fanout};
+use presenced::bench_search::{SearchArgs, run_search};
 use presenced::config::Config;
 use presenced::{server, users};
 use std::path::PathBuf;
@@ -148,6 +149,23 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Directory search over N users: in-process and over HTTP.
+    Search {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Queries run in-process.
+        #[arg(long, default_value_t = 50_000)]
+        queries: usize,
+        /// Concurrent HTTP keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// How long the HTTP part runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logs() {
@@ -253,6 +271,27 @@ async fn main() -> Result<()> {
                 watchers,
                 publications,
                 publishers,
+            })
+            .await?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Search {
+            users,
+            queries,
+            connections,
+            seconds,
+            json,
+        }) => {
+            let report = run_search(SearchArgs {
+                users,
+                queries,
+                connections,
+                seconds,
             })
             .await?;
             if json {
