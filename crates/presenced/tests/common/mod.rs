@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod sip;
+pub mod sipe;
 pub mod slapd;
 
 use futures_util::{SinkExt, StreamExt};

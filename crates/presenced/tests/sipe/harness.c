@@ -21,8 +21,18 @@
  *   buddy-signed-on <name> <status id> <message>
  *   buddy-signed-off <name> <status id> <message>
  *   buddy-status <name> <status id> <message>
- *   request <kind> <title> (a dialog that was answered with its default)
- *   notify <title> <primary> <secondary>
+ *   request <kind> <title> (a dialog that was answered with its default, or as filled
+ *                          in by a command: search fills "Search for a contact")
+ *   request add-buddy <user>|<group>|<alias>  (Pidgin's Add Buddy dialog; it is
+ *                          answered as a user who just presses Add)
+ *   notify <title> | <primary> | <secondary>
+ *   results-columns <title>|<title>|...   (a search results dialog: its columns,
+ *   result <value>|<value>|...             one line per row, in the dialog's order,
+ *   results-end <rows> <text>              and the text above the rows, where SIPE
+ *                                          says that more matched)
+ *   info <label>=<value>   (a Get Info dialog: one line per pair, in order,
+ *   info-section <header>   section headers as shown,
+ *   info-end <user>         then the end)
  *   ok <command> | error <text> (the answer to each command)
  *
  * Commands, one per line on stdin. Buddy-list commands call libpurple as Pidgin's
@@ -45,6 +55,16 @@
  *   block <user>                   deny-list a user (SIPE: container 32000)
  *   unblock <user>                 remove a user from the deny list
  *   list                           print every buddy as a buddy-status line
+ *   search <field>=<value> ...     the account action "Contact search...": the dialog
+ *                                  it opens is filled in with these fields (ids of
+ *                                  SIPE's dialog: given, surname, email, sipid,
+ *                                  company, country; a value runs to the next
+ *                                  <field>=, spaces included) and submitted; the
+ *                                  results (or a notify) follow later
+ *   search-add <row>               press Add in the latest results dialog with row
+ *                                  <row> (from 0) selected; SIPE opens Pidgin's Add
+ *                                  Buddy dialog, which is answered with Add
+ *   info <user>                    Get Info on a user; the info lines follow later
  *   quit                           sign out and exit (so does end of input)
  *
  * Set SIPE_HARNESS_DEBUG=1 to get libpurple's and SIPE's debug log on stderr (every
@@ -54,6 +74,7 @@
 #include <glib.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -70,6 +91,7 @@
 #include <request.h>
 #include <savedstatuses.h>
 #include <server.h>
+#include <prpl.h>
 #include <signals.h>
 #include <status.h>
 #include <util.h>
@@ -344,6 +366,27 @@ static void *request_action(const char *title, const char *primary, const char *
 	return a;
 }
 
+/*
+ * The values the next fields dialog is filled with (field id -> value), while the
+ * search command opens SIPE's search dialog; NULL otherwise. The dialog opens from
+ * within the action, so the command learns at once whether every field was there.
+ */
+static GHashTable *fill_fields;
+static gboolean fields_filled;
+static GString *unknown_fields;
+
+static void fill_one(gpointer key, gpointer value, gpointer data)
+{
+	PurpleRequestField *field = purple_request_fields_get_field(data, key);
+
+	if (field && purple_request_field_get_type(field) == PURPLE_REQUEST_FIELD_STRING) {
+		/* As typed into the entry. */
+		purple_request_field_string_set_value(field, value);
+	} else {
+		g_string_append_printf(unknown_fields, " %s", (const char *)key);
+	}
+}
+
 static void *request_fields(const char *title, const char *primary, const char *secondary,
 			    PurpleRequestFields *fields, const char *ok_text, GCallback ok_cb,
 			    const char *cancel_text, GCallback cancel_cb, PurpleAccount *acct,
@@ -351,8 +394,15 @@ static void *request_fields(const char *title, const char *primary, const char *
 {
 	struct answer *a;
 
-	(void)secondary, (void)ok_text, (void)cancel_text, (void)cancel_cb, (void)acct;
+	(void)secondary, (void)ok_text, (void)cancel_text, (void)acct;
 	(void)who, (void)conv;
+	if (fill_fields && !fields_filled) {
+		fields_filled = TRUE;
+		g_hash_table_foreach(fill_fields, fill_one, fields);
+		/* A field the dialog does not have: the user gives up (Cancel). */
+		if (unknown_fields->len)
+			ok_cb = cancel_cb;
+	}
 	emit("request fields %s", title ? title : or_empty(primary));
 	a = answer_later(ANSWER_FIELDS, PURPLE_REQUEST_FIELDS, ok_cb, user_data);
 	a->fields = fields;
@@ -410,8 +460,168 @@ static void *notify_message(PurpleNotifyMsgType type, const char *title, const c
 	return NULL;
 }
 
+/*
+ * Search results: Pidgin shows each in a window of its own, with the buttons the
+ * protocol added. The latest one is what search-add acts on. The window is the
+ * results themselves (the handle libpurple closes, at the latest when the
+ * connection goes).
+ */
+static PurpleNotifySearchResults *latest_results;
+static gpointer latest_results_data;
+
+static void print_rows(PurpleNotifySearchResults *results, const char *text)
+{
+	guint rows = purple_notify_searchresults_get_rows_count(results);
+	guint columns = purple_notify_searchresults_get_columns_count(results);
+	GString *line = g_string_new(NULL);
+	guint i;
+
+	for (i = 0; i < columns; i++) {
+		g_string_append_printf(line, "%s%s", i ? "|" : "",
+				       or_empty(purple_notify_searchresults_column_get_title(
+					       results, i)));
+	}
+	emit("results-columns %s", line->str);
+	for (i = 0; i < rows; i++) {
+		GList *cell;
+
+		g_string_truncate(line, 0);
+		for (cell = purple_notify_searchresults_row_get(results, i); cell;
+		     cell = cell->next) {
+			g_string_append_printf(line, "%s%s", line->len ? "|" : "",
+					       or_empty(cell->data));
+		}
+		/* An empty first cell must not swallow the separator. */
+		emit("result %s", line->str);
+	}
+	emit("results-end %u %s", rows, or_empty(text));
+	g_string_free(line, TRUE);
+}
+
+static void *notify_searchresults(PurpleConnection *gc, const char *title, const char *primary,
+				  const char *secondary, PurpleNotifySearchResults *results,
+				  gpointer user_data)
+{
+	(void)gc, (void)title, (void)primary;
+	latest_results = results;
+	latest_results_data = user_data;
+	print_rows(results, secondary);
+	return results;
+}
+
+static void notify_searchresults_new_rows(PurpleConnection *gc,
+					  PurpleNotifySearchResults *results, void *data)
+{
+	(void)gc, (void)data;
+	/* Pidgin shows the whole list again. */
+	print_rows(results, NULL);
+}
+
+/* Pidgin's Get Info window: the pairs in order. Values are HTML, shown as given. */
+static void *notify_userinfo(PurpleConnection *gc, const char *who,
+			     PurpleNotifyUserInfo *user_info)
+{
+	GList *l;
+
+	(void)gc;
+	for (l = purple_notify_user_info_get_entries(user_info); l; l = l->next) {
+		PurpleNotifyUserInfoEntry *entry = l->data;
+
+		switch (purple_notify_user_info_entry_get_type(entry)) {
+		case PURPLE_NOTIFY_USER_INFO_ENTRY_PAIR:
+			emit("info %s=%s", or_empty(purple_notify_user_info_entry_get_label(entry)),
+			     or_empty(purple_notify_user_info_entry_get_value(entry)));
+			break;
+		case PURPLE_NOTIFY_USER_INFO_ENTRY_SECTION_HEADER:
+			emit("info-section %s",
+			     or_empty(purple_notify_user_info_entry_get_label(entry)));
+			break;
+		case PURPLE_NOTIFY_USER_INFO_ENTRY_SECTION_BREAK:
+			break;
+		}
+	}
+	emit("info-end %s", or_empty(who));
+	return NULL;
+}
+
+static void close_notify(PurpleNotifyType type, void *ui_handle)
+{
+	/* Only search results windows are kept open (the others return no handle). */
+	if (type != PURPLE_NOTIFY_SEARCHRESULTS)
+		return;
+	if (ui_handle == latest_results) {
+		latest_results = NULL;
+		latest_results_data = NULL;
+	}
+	purple_notify_searchresults_free(ui_handle);
+}
+
 static PurpleNotifyUiOps notify_ops = {
 	.notify_message = notify_message,
+	.notify_searchresults = notify_searchresults,
+	.notify_searchresults_new_rows = notify_searchresults_new_rows,
+	.notify_userinfo = notify_userinfo,
+	.close_notify = close_notify,
+};
+
+/*
+ * Pidgin's Add Buddy dialog (gtkblist.c pidgin_blist_request_add_buddy), as a user
+ * who presses Add without changing it: add_buddy_cb puts a new buddy node into the
+ * group (created first if needed) and calls the protocol's add_buddy. Answered
+ * later, like every dialog.
+ */
+struct add_request {
+	PurpleAccount *account;
+	gchar *who;
+	gchar *group;
+	gchar *alias;
+};
+
+static gboolean add_request_answer(gpointer data)
+{
+	struct add_request *r = data;
+	PurpleGroup *group = NULL;
+	PurpleBuddy *buddy = NULL;
+
+	if (purple_account_is_connected(r->account) && *r->who) {
+		if (*r->group) {
+			group = purple_find_group(r->group);
+			if (!group) {
+				group = purple_group_new(r->group);
+				purple_blist_add_group(group, NULL);
+			}
+			buddy = purple_find_buddy_in_group(r->account, r->who, group);
+		} else if ((buddy = purple_find_buddy(r->account, r->who)) != NULL) {
+			group = purple_buddy_get_group(buddy);
+		}
+		if (!buddy) {
+			buddy = purple_buddy_new(r->account, r->who, *r->alias ? r->alias : NULL);
+			purple_blist_add_buddy(buddy, NULL, group, NULL);
+		}
+		purple_account_add_buddy_with_invite(r->account, buddy, NULL);
+	}
+	g_free(r->who);
+	g_free(r->group);
+	g_free(r->alias);
+	g_free(r);
+	return FALSE;
+}
+
+static void request_add_buddy(PurpleAccount *acct, const char *username, const char *group,
+			      const char *alias)
+{
+	struct add_request *r = g_new0(struct add_request, 1);
+
+	emit("request add-buddy %s|%s|%s", or_empty(username), or_empty(group), or_empty(alias));
+	r->account = acct;
+	r->who = g_strdup(or_empty(username));
+	r->group = g_strdup(or_empty(group));
+	r->alias = g_strdup(or_empty(alias));
+	g_idle_add(add_request_answer, r);
+}
+
+static PurpleBlistUiOps blist_ops = {
+	.request_add_buddy = request_add_buddy,
 };
 
 /* ---- events ------------------------------------------------------------- */
@@ -642,6 +852,124 @@ static void remove_group(PurpleGroup *group)
 	purple_blist_remove_group(group);
 }
 
+/*
+ * Pidgin's Accounts menu: the protocol's actions for this connection, each with its
+ * plugin and connection set (gtkblist.c); choosing one calls its callback.
+ */
+static gboolean run_account_action(const char *label)
+{
+	PurpleConnection *gc = purple_account_get_connection(account);
+	PurplePlugin *prpl = purple_connection_get_prpl(gc);
+	GList *actions = PURPLE_PLUGIN_ACTIONS(prpl, gc);
+	GList *l;
+	gboolean found = FALSE;
+
+	for (l = actions; l; l = l->next) {
+		PurplePluginAction *action = l->data;
+
+		if (!action)
+			continue; /* a separator */
+		action->plugin = prpl;
+		action->context = gc;
+		if (!found && g_str_equal(action->label, label) && action->callback) {
+			found = TRUE;
+			action->callback(action);
+		}
+	}
+	for (l = actions; l; l = l->next) {
+		if (l->data)
+			purple_plugin_action_free(l->data);
+	}
+	g_list_free(actions);
+	return found;
+}
+
+/* search <field>=<value> ...: each value runs to the next word with a '='. */
+static void search(const char *query)
+{
+	gchar **words = g_strsplit(query, " ", -1);
+	GHashTable *fields = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	gchar *key = NULL;
+	GString *value = g_string_new(NULL);
+	gchar **w;
+
+	for (w = words; *w; w++) {
+		const char *eq = strchr(*w, '=');
+
+		if (eq && eq != *w) {
+			if (key)
+				g_hash_table_insert(fields, key, g_strdup(value->str));
+			key = g_strndup(*w, eq - *w);
+			g_string_assign(value, eq + 1);
+		} else if (key) {
+			g_string_append_printf(value, " %s", *w);
+		} else if (**w) {
+			emit("error search: %s is not <field>=<value>", *w);
+			goto out;
+		}
+	}
+	if (key) {
+		g_hash_table_insert(fields, key, g_strdup(value->str));
+		key = NULL;
+	}
+	fill_fields = fields;
+	fields_filled = FALSE;
+	unknown_fields = g_string_new(NULL);
+	if (!run_account_action("Contact search..."))
+		emit("error the protocol has no Contact search... action");
+	else if (!fields_filled)
+		emit("error Contact search... opened no dialog");
+	else if (unknown_fields->len)
+		emit("error the search dialog has no field%s", unknown_fields->str);
+	else
+		emit("ok search");
+	g_string_free(unknown_fields, TRUE);
+	unknown_fields = NULL;
+	fill_fields = NULL;
+out:
+	g_free(key);
+	g_hash_table_destroy(fields);
+	g_string_free(value, TRUE);
+	g_strfreev(words);
+}
+
+/* Pressing a button of the latest search results with one row selected. */
+static void search_results_button(PurpleNotifySearchButtonType type, const char *row_text)
+{
+	gchar *end = NULL;
+	long n = strtol(row_text, &end, 10);
+	GList *row, *l;
+
+	if (!latest_results) {
+		emit("error no search results are shown");
+		return;
+	}
+	if (!end || *end || n < 0 ||
+	    (guint)n >= purple_notify_searchresults_get_rows_count(latest_results)) {
+		emit("error no row %s in the search results", row_text);
+		return;
+	}
+	row = purple_notify_searchresults_row_get(latest_results, (guint)n);
+	for (l = latest_results->buttons; l; l = l->next) {
+		PurpleNotifySearchButton *button = l->data;
+
+		if (button->type == type && button->callback) {
+			/* Pidgin passes a copy of the selected row's cells. */
+			GList *copy = NULL;
+			GList *cell;
+
+			for (cell = row; cell; cell = cell->next)
+				copy = g_list_append(copy, g_strdup(cell->data));
+			button->callback(purple_account_get_connection(account), copy,
+					 latest_results_data);
+			g_list_free_full(copy, g_free);
+			emit("ok search-add");
+			return;
+		}
+	}
+	emit("error the search results have no such button");
+}
+
 static void command(gchar *line)
 {
 	gchar **parts = g_strsplit(g_strstrip(line), " ", 2);
@@ -749,6 +1077,15 @@ static void command(gchar *line)
 			serv_alias_buddy(buddy);
 			emit("ok alias");
 		}
+	} else if (g_str_equal(verb, "search")) {
+		search(rest);
+	} else if (g_str_equal(verb, "search-add")) {
+		search_results_button(PURPLE_NOTIFY_BUTTON_ADD, arg);
+	} else if (g_str_equal(verb, "info")) {
+		/* Get Info in the buddy list (gtkblist.c pidgin_retrieve_user_info asks
+		 * the protocol after showing "Retrieving..."). */
+		serv_get_info(purple_account_get_connection(account), uri);
+		emit("ok info");
 	} else if (g_str_equal(verb, "block")) {
 		/* Not local only: libpurple calls the protocol's add_deny. */
 		if (purple_privacy_deny_add(account, uri, FALSE))
@@ -821,6 +1158,7 @@ int main(int argc, char **argv)
 		emit("connection-error -1 libpurple did not initialise");
 		return 1;
 	}
+	purple_blist_set_ui_ops(&blist_ops);
 	purple_set_blist(purple_blist_new());
 	purple_blist_load();
 	purple_prefs_load();
