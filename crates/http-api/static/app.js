@@ -6,6 +6,7 @@
 const STATE_NS = "http://schemas.microsoft.com/2006/09/sip/state";
 const XSI_NS = "http://www.w3.org/2001/XMLSchema-instance";
 const NOTE_NS = "http://schemas.microsoft.com/2006/09/sip/note";
+const CONTACT_CARD_NS = "http://schemas.microsoft.com/2006/09/sip/contactcard";
 const USER_STATE_INSTANCE = 0x20000000; // manual user state, as Microsoft clients use
 const MACHINE_STATE_BASE = 0x30000000; // per-device machine state
 const NOTE_CONTAINERS = [200, 300, 400];
@@ -29,6 +30,10 @@ const CLASS_LABELS = {
 };
 const PRESENCE_CATEGORIES = ["state", "note", "contactCard"];
 const RECONNECT_MAX_MS = 15000;
+const SEARCH_DEBOUNCE_MS = 250;
+const SEARCH_LIMIT = 20;
+const CARD_CATEGORIES = "contactCard,note,state";
+const PHONE_LABELS = { work: "Work phone", mobile: "Mobile phone", home: "Home phone", other: "Other phone" };
 
 const $ = (id) => document.getElementById(id);
 const app = {
@@ -45,6 +50,20 @@ const app = {
   presence: new Map(), // uri -> Map(category name -> instances)
   subscribedTo: "",
 };
+// The "Find colleagues" search: what it shows and which query it answers.
+const search = {
+  timer: null, // debounce
+  retryTimer: null, // after a 429
+  seq: 0, // number of the latest query; older answers are dropped
+  controller: null, // aborts the query in flight when a newer one starts
+  results: [],
+  more: false,
+  open: false, // the results grid is shown
+  active: -1, // index of the active (highlighted) result
+  added: new Set(), // URIs added from the results, until the contact list catches up
+};
+// The contact card dialog.
+const card = { uri: null, name: "", categories: null, error: "", seq: 0 };
 
 // ---------------------------------------------------------------- helpers
 
@@ -69,10 +88,10 @@ function notice(text) {
   notice.timer = setTimeout(() => ($("notice").textContent = ""), 6000);
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, { signal } = {}) {
   const headers = { Authorization: `Bearer ${app.token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const r = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   let data = null;
   try {
     data = await r.json();
@@ -83,6 +102,7 @@ async function api(method, path, body) {
     const err = new Error((data && data.message) || r.statusText);
     err.status = r.status;
     err.code = data && data.error;
+    err.retryAfter = Number(r.headers.get("Retry-After")) || 0;
     throw err;
   }
   return data;
@@ -141,6 +161,9 @@ async function signOut() {
   app.ws = null;
   app.presence.clear();
   app.subscribedTo = "";
+  resetSearch();
+  $("search-input").value = "";
+  if ($("contact-card").open) $("contact-card").close();
   showSignedIn(false);
   if (token) await fetch("/v1/sessions", { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
 }
@@ -204,8 +227,7 @@ async function handle(msg) {
       break;
     case "error":
       if (msg.error === "unauthorized") {
-        await signOut();
-        $("login-error").textContent = "Your session ended; please sign in again.";
+        await sessionEnded();
       } else if (msg.error !== "unknown_user") {
         notice(msg.message);
       }
@@ -219,7 +241,10 @@ function applySelf(msg) {
   for (const i of msg.categories || []) app.own.set(keyOf(i), i);
   if (msg.containers) app.containers = msg.containers;
   if (msg.subscribers) app.subscribers = msg.subscribers;
-  if (msg.contacts) app.contacts = msg.contacts;
+  if (msg.contacts) {
+    app.contacts = msg.contacts;
+    search.added.clear();
+  }
   resubscribe();
   render();
 }
@@ -230,6 +255,11 @@ function applyCategories(msg) {
   for (const n of msg.names) p.set(n, []);
   for (const i of msg.categories) p.get(i.name).push(i);
   renderContacts();
+  if (card.uri === msg.uri && card.categories) {
+    // Live changes of the open card: same view (container) as the GET that filled it.
+    card.categories = card.categories.filter((i) => !msg.names.includes(i.name)).concat(msg.categories);
+    renderCard();
+  }
 }
 
 /// Watches every contact's presence; one subscription, replaced when the list changes.
@@ -385,7 +415,11 @@ async function setLevel(uri, target) {
 // ---------------------------------------------------------------- rendering
 
 function presenceOf(uri) {
-  const p = app.presence.get(uri) || new Map();
+  return presenceFrom(app.presence.get(uri) || new Map());
+}
+
+/// Badge class, activity, note and display name from a map of category name -> instances.
+function presenceFrom(p) {
   const states = p.get("state") || [];
   const state = states.find((i) => i.instance === 1) || states.find((i) => i.summary && i.summary.availability);
   const notes = (p.get("note") || []).filter((i) => i.summary && i.summary.note);
@@ -410,6 +444,7 @@ function render() {
   renderContacts();
   renderLevels();
   renderWatchers();
+  if (search.results.length) renderResults();
 }
 
 function groupName(g) {
@@ -432,7 +467,33 @@ function renderContacts() {
           );
     return el("div", { class: "group" }, head, el("ul", { class: "plain" }, ...members.map(contactItem)));
   });
+  const focused = focusKey(root);
   root.replaceChildren(...sections);
+  restoreFocus(root, focused);
+}
+
+/// Where the focus is in the contact list, so that drawing the list again (on every
+/// presence change) does not throw it away.
+function focusKey(root) {
+  const a = document.activeElement;
+  if (!a || a === root || !root.contains(a)) return null;
+  const li = a.closest("li.contact");
+  return {
+    group: [...root.children].indexOf(a.closest(".group")),
+    uri: li ? li.dataset.uri : null,
+    tag: a.tagName,
+    cls: a.className,
+    label: a.getAttribute("aria-label"),
+  };
+}
+
+function restoreFocus(root, k) {
+  if (!k) return;
+  let scope = root.children[k.group];
+  if (scope && k.uri) scope = [...scope.querySelectorAll("li.contact")].find((li) => li.dataset.uri === k.uri);
+  if (!scope) return;
+  const same = [...scope.querySelectorAll(k.tag)].find((e) => e.className === k.cls && e.getAttribute("aria-label") === k.label);
+  if (same) same.focus();
 }
 
 function contactItem(c) {
@@ -445,9 +506,22 @@ function contactItem(c) {
   select.value = String(level);
   return el(
     "li",
-    { class: "contact", "data-uri": c.uri },
+    {
+      class: "contact",
+      "data-uri": c.uri,
+      // A click anywhere on the row except its controls opens the card too.
+      onclick: (e) => {
+        if (!e.target.closest("button, select, label, a, input")) openCard(c.uri, name);
+      },
+    },
     badge(p.cls),
-    el("span", {}, el("span", { class: "who" }, name), " ", el("span", { class: "uri" }, c.uri)),
+    el(
+      "span",
+      {},
+      el("button", { type: "button", class: "who", "aria-haspopup": "dialog", onclick: () => openCard(c.uri, name) }, name),
+      " ",
+      el("span", { class: "uri" }, c.uri),
+    ),
     p.activity ? el("span", { class: "activity" }, p.activity) : null,
     p.note ? el("span", { class: "note" }, p.note) : null,
     el(
@@ -512,6 +586,309 @@ function renderWatchers() {
   $("watchers").replaceChildren(...(items.length ? items : [el("li", { class: "hint" }, "Nobody new.")]));
 }
 
+// ---------------------------------------------------------------- find colleagues
+
+function isContact(uri) {
+  return search.added.has(uri) || app.contacts.contacts.some((c) => c.uri === uri);
+}
+
+/// Forgets the results and any query in flight or waiting.
+function resetSearch() {
+  clearTimeout(search.timer);
+  clearTimeout(search.retryTimer);
+  search.seq++;
+  if (search.controller) search.controller.abort();
+  search.controller = null;
+  search.results = [];
+  search.more = false;
+  search.open = false;
+  search.active = -1;
+  renderResults();
+  setSearchStatus("");
+}
+
+function onSearchInput() {
+  clearTimeout(search.timer);
+  const q = $("search-input").value.trim();
+  if (!q) return resetSearch();
+  setActive(-1); // Enter must not add a result of the previous text
+  search.timer = setTimeout(() => runSearch(q), SEARCH_DEBOUNCE_MS);
+}
+
+async function runSearch(q) {
+  clearTimeout(search.retryTimer);
+  const seq = ++search.seq;
+  if (search.controller) search.controller.abort();
+  const controller = new AbortController();
+  search.controller = controller;
+  let data;
+  try {
+    data = await api("GET", `/v1/directory?q=${encodeURIComponent(q)}&limit=${SEARCH_LIMIT}`, undefined, { signal: controller.signal });
+  } catch (e) {
+    if (seq === search.seq && e.name !== "AbortError") await searchFailed(e, q);
+    return;
+  }
+  if (seq !== search.seq || !data) return; // a newer query was sent meanwhile
+  search.controller = null;
+  search.results = data.results;
+  search.more = data.more;
+  search.open = true;
+  search.active = -1;
+  renderResults();
+  const n = data.results.length;
+  setSearchStatus(
+    n === 0 ? "No one found" : `${n} ${n === 1 ? "person" : "people"} found`,
+    data.more ? "More results: refine your search" : "",
+  );
+}
+
+async function searchFailed(e, q) {
+  search.results = [];
+  search.open = false;
+  search.active = -1;
+  renderResults();
+  if (e.status === 401) return sessionEnded();
+  if (e.status === 429) {
+    // Throttled: say so kindly, and ask again once the server allows it.
+    const secs = Math.max(1, Math.ceil(e.retryAfter || 1));
+    setSearchStatus(`Too many searches in a short time. Searching again in ${secs} s…`);
+    search.retryTimer = setTimeout(() => {
+      if ($("search-input").value.trim() === q) runSearch(q);
+    }, secs * 1000);
+  } else if (e.status === 413) {
+    setSearchStatus("That search is too long: use at most 8 words.");
+  } else {
+    setSearchStatus(`Search failed: ${e.message}`);
+  }
+}
+
+function setSearchStatus(text, more = "") {
+  $("search-status").replaceChildren(...(text ? [text] : []), ...(more ? [el("span", { class: "more" }, more)] : []));
+}
+
+function resultName(r) {
+  return r.display_name || r.uri.split("@")[0];
+}
+
+function resultRow(r, i) {
+  const action =
+    r.uri === app.user
+      ? el("span", { class: "hint" }, "You")
+      : isContact(r.uri)
+        ? el("span", { class: "hint" }, "Already a contact")
+        : el("button", { type: "button", "aria-label": `Add ${resultName(r)}`, onclick: () => addResult(r) }, "Add");
+  return el(
+    "div",
+    { role: "row", class: "result", "data-uri": r.uri, onclick: () => setActive(i) },
+    el(
+      "div",
+      { role: "gridcell", id: `search-result-${i}`, class: "result-info" },
+      el("span", { class: "who" }, resultName(r)),
+      " ",
+      badge(r.availability_class),
+      " ",
+      el("span", { class: "uri" }, r.uri),
+      r.title ? el("span", { class: "detail" }, r.title) : null,
+      r.department ? el("span", { class: "detail" }, r.department) : null,
+    ),
+    el("div", { role: "gridcell", class: "result-action" }, action),
+  );
+}
+
+function renderResults() {
+  const grid = $("search-results");
+  const input = $("search-input");
+  // Keep the focus in the search box when a focused Add button is replaced.
+  if (grid.contains(document.activeElement)) input.focus();
+  grid.replaceChildren(...search.results.map(resultRow));
+  const open = search.open && search.results.length > 0;
+  grid.hidden = !open;
+  input.setAttribute("aria-expanded", String(open));
+  if (search.active >= search.results.length) search.active = search.results.length - 1;
+  setActive(search.active);
+}
+
+/// Highlights one result (-1: none) and points the combobox at it.
+function setActive(i) {
+  search.active = i;
+  const input = $("search-input");
+  const rows = [...$("search-results").children];
+  rows.forEach((row, n) => {
+    row.setAttribute("aria-selected", String(n === i));
+    row.classList.toggle("active", n === i);
+  });
+  if (i >= 0 && search.open && rows[i]) {
+    input.setAttribute("aria-activedescendant", `search-result-${i}`);
+    rows[i].scrollIntoView({ block: "nearest" });
+  } else {
+    input.removeAttribute("aria-activedescendant");
+  }
+}
+
+function closeResults() {
+  search.open = false;
+  renderResults();
+}
+
+function onSearchKey(ev) {
+  const n = search.results.length;
+  switch (ev.key) {
+    case "ArrowDown":
+    case "ArrowUp": {
+      if (!n) return;
+      ev.preventDefault();
+      const down = ev.key === "ArrowDown";
+      if (!search.open) {
+        search.open = true;
+        search.active = down ? 0 : n - 1;
+        renderResults();
+      } else if (search.active < 0) {
+        setActive(down ? 0 : n - 1);
+      } else {
+        setActive((search.active + (down ? 1 : n - 1)) % n);
+      }
+      break;
+    }
+    case "Enter":
+      if (search.open && search.active >= 0) {
+        ev.preventDefault();
+        addResult(search.results[search.active]);
+      }
+      break;
+    case "Escape":
+      if (search.open && n) {
+        ev.preventDefault();
+        closeResults();
+      } else if ($("search-input").value) {
+        ev.preventDefault();
+        $("search-input").value = "";
+        resetSearch();
+      }
+      break;
+  }
+}
+
+/// Adds a result through the same code path as the Add contact form.
+async function addResult(r) {
+  if (r.uri === app.user) return notice("That is you");
+  if (isContact(r.uri)) return notice(`${resultName(r)} is already a contact`);
+  await run(async () => {
+    await addContact(r.uri, $("add-contact-group").value || 1);
+    search.added.add(r.uri);
+    renderResults();
+    notice(`Added ${resultName(r)} to your contacts`);
+  });
+}
+
+// ---------------------------------------------------------------- contact card
+
+function parseXml(text) {
+  if (!text) return null;
+  const doc = new DOMParser().parseFromString(text, "application/xml");
+  return doc.getElementsByTagName("parsererror").length ? null : doc.documentElement;
+}
+
+function childrenNamed(parent, name) {
+  return parent ? [...parent.children].filter((e) => e.localName === name) : [];
+}
+
+function textOf(parent, name) {
+  const e = childrenNamed(parent, name)[0];
+  return e ? e.textContent.trim() : "";
+}
+
+/// What the contactCard instances say, merged in instance order (0 is the identity
+/// card, 3 the directory's details card); the first value of a field wins.
+function cardFields(categories) {
+  const f = { name: "", email: "", title: "", department: "", company: "", office: "", phones: [] };
+  const set = (k, v) => {
+    if (v && !f[k]) f[k] = v;
+  };
+  const cards = categories.filter((i) => i.name === "contactCard").sort((a, b) => a.instance - b.instance);
+  for (const i of cards) {
+    const root = parseXml(i.value);
+    if (!root || root.localName !== "contactCard" || (root.namespaceURI && root.namespaceURI !== CONTACT_CARD_NS)) continue;
+    const identity = childrenNamed(root, "identity")[0];
+    set("name", textOf(childrenNamed(identity, "name")[0], "displayName"));
+    set("email", textOf(identity, "email"));
+    set("email", textOf(root, "email"));
+    for (const k of ["title", "department", "company", "office"]) set(k, textOf(root, k));
+    for (const p of childrenNamed(root, "phone")) {
+      const phone = { type: p.getAttribute("type") || "", uri: textOf(p, "uri"), shown: textOf(p, "displayString") };
+      if ((phone.uri || phone.shown) && !f.phones.some((x) => x.type === phone.type && x.uri === phone.uri)) f.phones.push(phone);
+    }
+  }
+  return f;
+}
+
+async function openCard(uri, name) {
+  const dialog = $("contact-card");
+  const seq = ++card.seq;
+  Object.assign(card, { uri, name, categories: null, error: "" });
+  renderCard();
+  if (!dialog.open) dialog.showModal();
+  try {
+    const data = await api("GET", `/v1/presentities/${encodeURIComponent(uri)}?categories=${CARD_CATEGORIES}`);
+    if (seq !== card.seq) return;
+    card.categories = data.categories;
+  } catch (e) {
+    if (seq !== card.seq) return;
+    card.error = e.message;
+  }
+  renderCard();
+}
+
+function renderCard() {
+  const body = $("card-body");
+  if (!card.uri) return body.replaceChildren();
+  if (card.error) {
+    $("card-title").textContent = card.name || card.uri;
+    return body.replaceChildren(el("p", { class: "error" }, `The card could not be loaded: ${card.error}`));
+  }
+  if (!card.categories) {
+    $("card-title").textContent = card.name || card.uri;
+    body.setAttribute("aria-busy", "true");
+    return body.replaceChildren(el("p", { class: "hint" }, "Loading…"));
+  }
+  body.removeAttribute("aria-busy");
+  const f = cardFields(card.categories);
+  const byName = new Map();
+  for (const i of card.categories) byName.set(i.name, [...(byName.get(i.name) || []), i]);
+  const p = presenceFrom(byName);
+  $("card-title").textContent = f.name || card.name || card.uri;
+  const rows = [];
+  const field = (label, value) => {
+    if (value) rows.push(el("dt", {}, label), el("dd", {}, value));
+  };
+  field("Title", f.title);
+  field("Department", f.department);
+  field("Company", f.company);
+  field("Office", f.office);
+  for (const ph of f.phones) {
+    const label = PHONE_LABELS[ph.type] || "Phone";
+    const shown = ph.shown || ph.uri.replace(/^tel:/i, "");
+    // Only tel: URIs become links; anything else is shown as text.
+    field(label, /^tel:/i.test(ph.uri) ? el("a", { href: ph.uri }, shown) : shown);
+  }
+  field("E-mail", f.email ? el("a", { href: `mailto:${f.email}` }, f.email) : "");
+  field("Address", card.uri);
+  const status = el("p", { class: "card-status" }, badge(p.cls), p.activity ? el("span", { class: "activity" }, p.activity) : null);
+  const note = p.note ? [el("p", { class: "note" }, p.note)] : [];
+  body.replaceChildren(status, ...note, el("dl", { class: "fields" }, ...rows));
+}
+
+function onCardClosed() {
+  const uri = card.uri;
+  Object.assign(card, { uri: null, categories: null, error: "" });
+  card.seq++;
+  renderCard();
+  // The list may have been drawn again while the card was open: focus the row's
+  // current button.
+  const row = uri && [...document.querySelectorAll("li.contact")].find((li) => li.dataset.uri === uri);
+  const opener = row && row.querySelector("button.who");
+  if (opener) opener.focus();
+}
+
 // ---------------------------------------------------------------- actions
 
 async function run(action) {
@@ -524,6 +901,11 @@ async function run(action) {
 
 async function addContact(uri, group) {
   await api("PUT", `/v1/me/contacts/${encodeURIComponent(uri.trim())}`, { groups: [Number(group)] });
+}
+
+async function sessionEnded() {
+  await signOut();
+  $("login-error").textContent = "Your session ended; please sign in again.";
 }
 
 async function start() {
@@ -573,6 +955,19 @@ document.addEventListener("DOMContentLoaded", () => {
       await api("POST", "/v1/me/groups", { name: $("add-group-name").value.trim() });
       $("add-group-name").value = "";
     });
+  });
+  $("search-input").addEventListener("input", onSearchInput);
+  $("search-input").addEventListener("keydown", onSearchKey);
+  // Clicks in the results keep the focus in the search box (buttons still click).
+  $("search-results").addEventListener("mousedown", (ev) => ev.preventDefault());
+  $("search").addEventListener("focusout", (ev) => {
+    if (!$("search").contains(ev.relatedTarget) && search.open) closeResults();
+  });
+  $("card-close").addEventListener("click", () => $("contact-card").close());
+  $("contact-card").addEventListener("close", onCardClosed);
+  // A click on the backdrop (outside the card's content) closes it too.
+  $("contact-card").addEventListener("click", (ev) => {
+    if (ev.target === $("contact-card")) $("contact-card").close();
   });
   if (app.token) start();
   else showSignedIn(false);
