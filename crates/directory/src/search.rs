@@ -122,28 +122,60 @@ pub enum QueryError {
 
 struct User {
     entry: Arc<DirectoryEntry>,
-    /// Folded display name, for ordering equal ranks.
+    /// Folded display name (a query equal to it ranks first).
     sort_name: String,
-    /// Each word with the field it comes from.
+    /// The user's place in alphabetical order of folded display names: equal ranks
+    /// are ordered by it, with integer comparisons only.
+    name_rank: u32,
+    /// Each word with the field it comes from (attribute searches check fields).
     words: Vec<(Box<str>, Field)>,
+}
+
+/// Which kinds of field a word occurs in for one user.
+const IN_NAME: u8 = 1;
+const IN_FREE_TEXT: u8 = 2;
+
+/// One (word, user) pair.
+#[derive(Clone, Copy)]
+struct Posting {
+    user: u32,
+    /// [`IN_NAME`] and [`IN_FREE_TEXT`] bits.
+    class: u8,
 }
 
 #[derive(Default)]
 struct Index {
     users: Vec<User>,
     by_uri: HashMap<UserUri, u32>,
-    /// Every (word, user) pair, sorted by word.
-    postings: Vec<(Box<str>, u32)>,
+    /// Every distinct word, sorted.
+    words: Vec<Box<str>>,
+    /// Where each word's postings start in `postings` (one more entry at the end).
+    starts: Vec<u32>,
+    /// Postings grouped by word in `words` order, each group sorted by user.
+    postings: Vec<Posting>,
+}
+
+/// The postings of the words that begin with a prefix: those of the word equal to it
+/// (if any) come first.
+struct Run<'a> {
+    exact: &'a [Posting],
+    longer: &'a [Posting],
+}
+
+impl Run<'_> {
+    fn len(&self) -> usize {
+        self.exact.len() + self.longer.len()
+    }
 }
 
 impl Index {
     fn build(entries: impl IntoIterator<Item = DirectoryEntry>) -> Index {
-        let mut index = Index::default();
+        let mut users: Vec<User> = Vec::new();
+        let mut by_uri = HashMap::new();
         for e in entries.into_iter().filter(|e| e.enabled) {
-            if index.by_uri.contains_key(&e.uri) {
+            if by_uri.contains_key(&e.uri) {
                 continue;
             }
-            let id = index.users.len() as u32;
             let mut user_words: Vec<(Box<str>, Field)> = Vec::new();
             for f in Field::ALL {
                 for w in words(f, f.of(&e)) {
@@ -152,56 +184,93 @@ impl Index {
             }
             user_words.sort();
             user_words.dedup();
-            let mut distinct: Vec<&str> = user_words.iter().map(|(w, _)| &**w).collect();
-            distinct.dedup();
-            index
-                .postings
-                .extend(distinct.into_iter().map(|w| (Box::from(w), id)));
-            index.by_uri.insert(e.uri.clone(), id);
-            index.users.push(User {
+            by_uri.insert(e.uri.clone(), users.len() as u32);
+            users.push(User {
                 sort_name: fold(&e.display_name),
+                name_rank: 0,
                 entry: Arc::new(e),
                 words: user_words,
             });
         }
-        index.postings.sort_unstable();
+        let mut order: Vec<u32> = (0..users.len() as u32).collect();
+        order.sort_by(|a, b| {
+            let (ua, ub) = (&users[*a as usize], &users[*b as usize]);
+            ua.sort_name
+                .cmp(&ub.sort_name)
+                .then_with(|| ua.entry.uri.cmp(&ub.entry.uri))
+        });
+        for (rank, id) in order.into_iter().enumerate() {
+            users[id as usize].name_rank = rank as u32;
+        }
+        // (word, user, class), merged per (word, user).
+        let mut pairs: Vec<(&str, u32, u8)> = Vec::new();
+        for (id, u) in users.iter().enumerate() {
+            for (w, f) in &u.words {
+                let class = if f.is_name() {
+                    IN_NAME | IN_FREE_TEXT
+                } else if f.free_text() {
+                    IN_FREE_TEXT
+                } else {
+                    0
+                };
+                pairs.push((w, id as u32, class));
+            }
+        }
+        pairs.sort_unstable();
+        let mut index = Index {
+            by_uri,
+            ..Index::default()
+        };
+        for (w, user, class) in pairs {
+            let new_word = index.words.last().is_none_or(|last| &**last != w);
+            if new_word {
+                index.words.push(Box::from(w));
+                index.starts.push(index.postings.len() as u32);
+            }
+            match index.postings.last_mut() {
+                // The same word in two fields of one user: one posting, both classes.
+                Some(p) if !new_word && p.user == user => p.class |= class,
+                _ => index.postings.push(Posting { user, class }),
+            }
+        }
+        index.starts.push(index.postings.len() as u32);
         index.postings.shrink_to_fit();
+        index.users = users;
         index
     }
 
-    /// The postings whose word begins with `prefix`.
-    fn run(&self, prefix: &str) -> &[(Box<str>, u32)] {
-        let start = self.postings.partition_point(|(w, _)| &**w < prefix);
-        let len = self.postings[start..].partition_point(|(w, _)| w.starts_with(prefix));
-        &self.postings[start..start + len]
+    /// The postings of the words that begin with `prefix`.
+    fn run(&self, prefix: &str) -> Run<'_> {
+        let first = self.words.partition_point(|w| &**w < prefix);
+        let len = self.words[first..].partition_point(|w| w.starts_with(prefix));
+        let at = |i: usize| self.starts[i] as usize;
+        let exact_words = usize::from(self.words.get(first).is_some_and(|w| &**w == prefix));
+        Run {
+            exact: &self.postings[at(first)..at(first + exact_words)],
+            longer: &self.postings[at(first + exact_words)..at(first + len)],
+        }
     }
 
     /// The users with a word in `prefix`'s run, each once.
     fn candidates(&self, prefix: &str) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.run(prefix).iter().map(|(_, id)| *id).collect();
+        let run = self.run(prefix);
+        let mut ids: Vec<u32> = run.exact.iter().chain(run.longer).map(|p| p.user).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
     }
 
-    /// Ranks `ids` with `score` (`None`: no match) and keeps the best `limit`.
-    fn top(&self, ids: Vec<u32>, limit: usize, score: impl Fn(&User) -> Option<u32>) -> Found {
-        let mut scored: Vec<(u32, u32)> = ids
-            .into_iter()
-            .filter_map(|id| score(&self.users[id as usize]).map(|s| (s, id)))
-            .collect();
-        let order = |a: &(u32, u32), b: &(u32, u32)| {
-            let (ua, ub) = (&self.users[a.1 as usize], &self.users[b.1 as usize]);
-            b.0.cmp(&a.0)
-                .then_with(|| ua.sort_name.cmp(&ub.sort_name))
-                .then_with(|| ua.entry.uri.cmp(&ub.entry.uri))
+    /// The best `limit` of `(score, user)` pairs: higher scores first, then by name.
+    fn top(&self, mut scored: Vec<(u32, u32)>, limit: usize) -> Found {
+        let key = |&(score, id): &(u32, u32)| {
+            (u64::from(u32::MAX - score) << 32) | u64::from(self.users[id as usize].name_rank)
         };
         let more = scored.len() > limit;
         if more {
-            scored.select_nth_unstable_by(limit, order);
+            scored.select_nth_unstable_by_key(limit, key);
             scored.truncate(limit);
         }
-        scored.sort_unstable_by(order);
+        scored.sort_unstable_by_key(key);
         Found {
             entries: scored
                 .into_iter()
@@ -229,6 +298,16 @@ fn word_score(user: &User, word: &str, fields: impl Fn(Field) -> bool) -> Option
             Some(base * if f.is_name() { 2 } else { 1 })
         })
         .max()
+}
+
+/// A free-text match's weight: exact 2, prefix 1; doubled in a name; 0 for a word
+/// only in fields free text does not search.
+fn posting_score(class: u8, exact: bool) -> u8 {
+    if class & IN_FREE_TEXT == 0 {
+        return 0;
+    }
+    let base = if exact { 2 } else { 1 };
+    if class & IN_NAME != 0 { base * 2 } else { base }
 }
 
 /// A user asked too often; they may ask again after `retry_after`.
@@ -353,27 +432,59 @@ impl DirectoryIndex {
         if qwords.len() > MAX_QUERY_WORDS {
             return Err(QueryError::TooLong);
         }
+        let whole = qwords.join(" ");
         qwords.sort_unstable();
         qwords.dedup();
         let limit = limit.min(MAX_RESULTS);
         let index = self.snapshot();
-        let rarest = qwords
-            .iter()
-            .min_by_key(|w| index.run(w).len())
-            .expect("one word at least");
-        let whole = folded.split_whitespace().collect::<Vec<_>>().join(" ");
-        let found = index.top(index.candidates(rarest), limit, |user| {
-            let mut total = 0;
-            for w in &qwords {
-                total += word_score(user, w, Field::free_text)?;
+        // Rarest word first: later words only count for users every earlier one
+        // matched. `matched[u]` is how many words user u matched so far, `total[u]`
+        // the sum of their best weights, `best[u]` the current word's best weight.
+        let mut runs: Vec<Run> = qwords.iter().map(|w| index.run(w)).collect();
+        runs.sort_by_key(Run::len);
+        let n = index.users.len();
+        // Weights are at most 4 per word and 8 words: bytes suffice.
+        let (mut matched, mut total, mut best) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        let mut touched: Vec<u32> = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            let i = i as u8;
+            let exact = run.exact.iter().map(|p| (p, true));
+            let longer = run.longer.iter().map(|p| (p, false));
+            for (p, is_exact) in exact.chain(longer) {
+                let (u, score) = (p.user as usize, posting_score(p.class, is_exact));
+                if score == 0 {
+                    continue;
+                }
+                if matched[u] == i {
+                    // The first posting of this word for this user.
+                    matched[u] = i + 1;
+                    best[u] = score;
+                    total[u] += score;
+                    if i == 0 {
+                        touched.push(p.user);
+                    }
+                } else if matched[u] == i + 1 && score > best[u] {
+                    total[u] += score - best[u];
+                    best[u] = score;
+                }
             }
-            // The whole query being the display name beats everything else.
-            if user.sort_name == whole {
-                total += 100;
-            }
-            Some(total)
-        });
-        Ok(found)
+        }
+        let all = runs.len() as u8;
+        let scored: Vec<(u32, u32)> = touched
+            .into_iter()
+            .filter(|u| matched[*u as usize] == all)
+            .map(|u| {
+                let user = &index.users[u as usize];
+                // The whole query being the display name beats everything else.
+                let bonus = if user.sort_name.len() == whole.len() && user.sort_name == whole {
+                    100
+                } else {
+                    0
+                };
+                (u32::from(total[u as usize]) + bonus, u)
+            })
+            .collect();
+        Ok(index.top(scored, limit))
     }
 
     /// Attribute-by-attribute search (SIPE's rows): every `(field, value)` must match,
@@ -403,15 +514,20 @@ impl DirectoryIndex {
                 None => return Found::default(),
             },
         };
-        index.top(candidates, limit, |user| {
-            let mut total = 0;
-            for (field, ws) in &wanted {
-                for w in ws {
-                    total += word_score(user, w, |f| f == *field)?;
+        let scored = candidates
+            .into_iter()
+            .filter_map(|id| {
+                let user = &index.users[id as usize];
+                let mut total = 0;
+                for (field, ws) in &wanted {
+                    for w in ws {
+                        total += word_score(user, w, |f| f == *field)?;
+                    }
                 }
-            }
-            Some(total)
-        })
+                Some((total, id))
+            })
+            .collect();
+        index.top(scored, limit)
     }
 
     /// Roughly how many bytes the index holds (users' entries, words and postings).
@@ -456,12 +572,15 @@ impl DirectoryIndex {
                         .sum::<usize>()
             })
             .sum();
-        let postings: usize = index
-            .postings
+        let words: usize = index
+            .words
             .iter()
-            .map(|(w, _)| w.len() + std::mem::size_of::<(Box<str>, u32)>())
+            .map(|w| w.len() + std::mem::size_of::<Box<str>>() + std::mem::size_of::<u32>())
             .sum();
-        users + postings + index.by_uri.capacity() * (std::mem::size_of::<(UserUri, u32)>() + 8)
+        users
+            + words
+            + index.postings.capacity() * std::mem::size_of::<Posting>()
+            + index.by_uri.capacity() * (std::mem::size_of::<(UserUri, u32)>() + 8)
     }
 }
 
