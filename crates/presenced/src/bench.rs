@@ -42,6 +42,12 @@ pub struct Report {
     pub bytes_per_subscription: f64,
 }
 
+/// What every benchmark prints: one JSON line, or a table for people.
+pub trait BenchReport {
+    fn json(&self) -> String;
+    fn table(&self) -> String;
+}
+
 /// Provisioning batch size (one store transaction each).
 const PROVISION_CHUNK: usize = 10_000;
 /// How long to wait for the queues to drain after publishing.
@@ -287,8 +293,8 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<Report> {
     })
 }
 
-impl Report {
-    pub fn json(&self) -> String {
+impl BenchReport for Report {
+    fn json(&self) -> String {
         json!({
             "presentities": self.presentities,
             "watchers": self.watchers,
@@ -306,7 +312,7 @@ impl Report {
         .to_string()
     }
 
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let rows = [
             ("presentities", self.presentities.to_string()),
             ("watchers per presentity", self.watchers.to_string()),

@@ -6,7 +6,7 @@
 //! figure is a lower bound). Reports queries/s, p50/p99 latency and the memory the
 //! index costs per user.
 
-use crate::bench::{Histogram, rss_bytes};
+use crate::bench::{BenchReport, Histogram, rss_bytes};
 use anyhow::{Context, Result};
 use directory::{DirectoryEntry, DirectoryIndex};
 use presence_engine::{Engine, EngineConfig};
@@ -152,7 +152,8 @@ fn synthetic_queries(n: usize, users: &[DirectoryEntry]) -> Vec<String> {
         .collect()
 }
 
-fn percent_encode(s: &str) -> String {
+/// A query-string value, percent-encoded (everything but unreserved characters).
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
@@ -319,8 +320,8 @@ pub async fn run_search(args: SearchArgs) -> Result<SearchReport> {
     })
 }
 
-impl SearchReport {
-    pub fn json(&self) -> String {
+impl BenchReport for SearchReport {
+    fn json(&self) -> String {
         json!({
             "users": self.users,
             "build_ms": self.build_ms,
@@ -340,7 +341,7 @@ impl SearchReport {
         .to_string()
     }
 
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let rows = [
             ("directory users", format!("{}", self.users)),
             ("index build", format!("{:.0} ms", self.build_ms)),

@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use presenced::bench::{FanoutArgs, run_fanout};
+use presenced::bench::{BenchReport, FanoutArgs, run_fanout};
 use presenced::bench_search::{SearchArgs, run_search};
 use presenced::config::Config;
 use presenced::{server, users};
@@ -273,11 +273,7 @@ async fn main() -> Result<()> {
                 publishers,
             })
             .await?;
-            if json {
-                println!("{}", report.json());
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, json);
             Ok(())
         }
         Command::Bench(BenchCommand::Search {
@@ -294,12 +290,17 @@ async fn main() -> Result<()> {
                 seconds,
             })
             .await?;
-            if json {
-                println!("{}", report.json());
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, json);
             Ok(())
         }
+    }
+}
+
+/// A benchmark's figures as one JSON line or as a table.
+fn print_report(report: &impl BenchReport, json: bool) {
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
     }
 }

@@ -84,18 +84,14 @@ fn names(body: &Value) -> Vec<&str> {
 }
 
 async fn find(api: &Api, q: &str) -> Value {
-    let (status, body) = api.get(&format!("/v1/directory?q={}", urlencode(q))).await;
+    let (status, body) = api
+        .get(&format!(
+            "/v1/directory?q={}",
+            presenced::bench_search::percent_encode(q)
+        ))
+        .await;
     assert_eq!(status, 200, "{q}: {body}");
     body
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
