@@ -82,6 +82,8 @@ async fn sessions_and_authentication() {
         "/v1/me/publications",
         "/v1/me/containers",
         "/v1/presentities/{user}",
+        "/v1/directory",
+        "/v1/me/contacts",
     ] {
         assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
     }

@@ -81,7 +81,7 @@ pub(crate) fn search(
         .map(|(e, details)| SearchRow {
             uri: &e.uri,
             display_name: &e.display_name,
-            email: &e.email,
+            email: e.identity_email(),
             details: details.then_some(&**e),
         })
         .collect();
