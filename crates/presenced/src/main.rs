@@ -168,18 +168,29 @@ enum BenchCommand {
     },
 }
 
-fn init_logs() {
+/// Logs go to standard error: plain text, coloured only on a terminal, or one JSON
+/// object per line with `PRESENCED_LOG_FORMAT=json` (for log shippers).
+fn init_logs() -> Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PRESENCED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("PRESENCED_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(std::env::VarError::NotPresent) => {
+            logs.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        Ok(other) => anyhow::bail!("PRESENCED_LOG_FORMAT is {other:?}; use \"text\" or \"json\""),
+        Err(e) => anyhow::bail!("PRESENCED_LOG_FORMAT: {e}"),
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    init_logs();
+    init_logs()?;
     match Cli::parse().command {
         Command::Serve(a) => {
             let mut config = Config::load(a.config.as_deref())?;

@@ -138,7 +138,41 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: every connection
+/// costs one, and the soft limit a server is started with is often 1,024. Returns
+/// (soft before, soft now, hard).
+pub fn raise_descriptor_limit() -> std::io::Result<(u64, u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur, limit.rlim_max))
+}
+
 pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
+    match raise_descriptor_limit() {
+        Ok((before, now, hard)) => {
+            tracing::info!(
+                soft_before = before,
+                soft = now,
+                hard,
+                "open descriptor limit"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
+    }
     if demo_mode {
         anyhow::ensure!(
             config.server.http.ip().is_loopback(),

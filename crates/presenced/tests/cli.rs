@@ -149,3 +149,87 @@ async fn sigterm_shuts_down_gracefully() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Starts `serve` with `env` and a soft limit of 512 open files, waits for the ready
+/// line, stops it, and returns what it wrote to standard error (not a terminal here)
+/// and its `/proc/PID/limits`.
+fn serve_stderr(env: &[(&str, &str)]) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    // `sh` lowers the soft limit, then becomes the server.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 512 && exec \"$0\" \"$@\"", BIN])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--sip",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("PRESENCED_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.starts_with("presenced ready "), "{ready:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (err, limits)
+}
+
+#[test]
+fn logs_are_plain_or_json_and_the_descriptor_limit_is_raised() {
+    let (text, limits) = serve_stderr(&[]);
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes off a terminal: {text:?}"
+    );
+    assert!(text.contains("open descriptor limit"), "{text}");
+    assert!(text.contains("soft_before=512"), "started with 512: {text}");
+    // The soft limit on open files is the hard one.
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "{files}");
+
+    let (json, _) = serve_stderr(&[("PRESENCED_LOG_FORMAT", "json")]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let limit = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "open descriptor limit")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(limit["fields"]["soft"], limit["fields"]["hard"], "{limit}");
+    assert_eq!(limit["fields"]["soft_before"], 512, "{limit}");
+
+    let out = Command::new(BIN)
+        .args(["user", "list", "--data-dir", "/nonexistent"])
+        .env("PRESENCED_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PRESENCED_LOG_FORMAT is \"xml\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
