@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// Longest SIP subscription granted, in seconds (also the default); shorter
     /// requests down to 60 s are honoured.
     pub sip_subscribe_expires: u32,
+    /// Keep-alive interval asked of SIP clients, in seconds; a connection silent for
+    /// twice this long is closed.
+    pub sip_keep_alive_secs: u64,
+    /// Seconds a SIP connection may stay unregistered before it is closed.
+    pub sip_register_deadline_secs: u64,
     /// PEM certificate chain for SIP over TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for SIP over TLS.
@@ -122,6 +127,10 @@ impl Default for ServerConfig {
             sip_tls: Listen::Off,
             sip_register_expires: sip_server::SipConfig::default().register_expires,
             sip_subscribe_expires: sip_server::SipConfig::default().subscribe_expires,
+            sip_keep_alive_secs: sip_server::SipConfig::default().keep_alive.as_secs(),
+            sip_register_deadline_secs: sip_server::SipConfig::default()
+                .register_deadline
+                .as_secs(),
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -204,8 +213,12 @@ impl Config {
              limits.directory_queries_per_second positive"
         );
         anyhow::ensure!(
-            self.server.sip_register_expires > 0 && self.server.sip_subscribe_expires > 0,
-            "server.sip_register_expires and server.sip_subscribe_expires must be positive"
+            self.server.sip_register_expires > 0
+                && self.server.sip_subscribe_expires > 0
+                && self.server.sip_keep_alive_secs > 0
+                && self.server.sip_register_deadline_secs > 0,
+            "server.sip_register_expires, sip_subscribe_expires, sip_keep_alive_secs and \
+             sip_register_deadline_secs must be positive"
         );
         if self.auth.password_source == PasswordSource::Ldap {
             anyhow::ensure!(

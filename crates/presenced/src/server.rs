@@ -238,6 +238,8 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
             allow_unauthenticated: config.server.sip_allow_unauthenticated,
             register_expires: config.server.sip_register_expires,
             subscribe_expires: config.server.sip_subscribe_expires,
+            keep_alive: Duration::from_secs(config.server.sip_keep_alive_secs),
+            register_deadline: Duration::from_secs(config.server.sip_register_deadline_secs),
             ..Default::default()
         },
     );

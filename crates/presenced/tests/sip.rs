@@ -632,3 +632,83 @@ async fn presence_dialogs_are_separate_subscriptions_with_lifetimes() {
         body(&again)
     );
 }
+
+/// Whether the server closes `c` within `within` (reading and dropping anything sent).
+async fn closed_within(c: &mut SipClient, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, c.stream.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connection_deadlines_close_silent_and_unregistered_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "alice@example.com", "Alice", "pw");
+    // Short deadlines so that the test need not wait the defaults (30 s, 600 s).
+    let config = dir.path().join("presenced.toml");
+    std::fs::write(
+        &config,
+        "[server]\nsip_register_deadline_secs = 1\nsip_keep_alive_secs = 1\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--sip",
+            "127.0.0.1:0",
+            "--sip-allow-unauthenticated",
+        ],
+    );
+
+    // Nothing before REGISTER: closed once the deadline passes, not before.
+    let started = tokio::time::Instant::now();
+    let mut silent = SipClient::connect(&server, "alice@example.com").await;
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Before REGISTER only small bodies are taken: 16 KiB.
+    let mut early = SipClient::connect(&server, "alice@example.com").await;
+    let big = "x".repeat(16 * 1024 + 1);
+    early
+        .request(
+            "SERVICE",
+            "early-big",
+            &[("Content-Type", "application/msrtc-category-publish+xml")],
+            &big,
+        )
+        .await;
+    assert_eq!(status(&early.recv().await), 413);
+
+    // Registered, then silent for twice the keep-alive interval: closed.
+    let mut quiet = SipClient::connect(&server, "alice@example.com").await;
+    let ok = quiet.register().await;
+    assert_eq!(status(&ok), 200);
+    assert!(ok.header("ms-keep-alive").unwrap().contains("timeout=1"));
+    assert!(closed_within(&mut quiet, Duration::from_secs(5)).await);
+
+    // A client that sends its CRLF keep-alives stays.
+    let mut alive = SipClient::connect(&server, "alice@example.com").await;
+    assert_eq!(status(&alive.register().await), 200);
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        alive.send_raw(b"\r\n\r\n").await;
+    }
+    alive.request("OPTIONS", "still-here", &[], "").await;
+    assert_eq!(
+        status(&alive.recv().await),
+        200,
+        "open after 4 s of keep-alives"
+    );
+}

@@ -23,8 +23,6 @@ use tokio::sync::{mpsc, watch};
 const OUT_QUEUE: usize = 64;
 /// How long one write may take before the client is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection may stay unregistered (unauthenticated).
-const REGISTER_DEADLINE: Duration = Duration::from_secs(30);
 /// Body limit before REGISTER has succeeded: nothing big is needed to sign in.
 const PRE_REGISTER_BODY_BYTES: usize = 16 * 1024;
 
@@ -273,7 +271,7 @@ pub(crate) async fn run<S>(
     };
     // Keep-alives come every `keep_alive`; twice that in silence means the client is gone.
     let idle = conn.ctx.config.keep_alive * 2;
-    let register_by = tokio::time::Instant::now() + REGISTER_DEADLINE;
+    let register_by = tokio::time::Instant::now() + conn.ctx.config.register_deadline;
     let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];

@@ -52,8 +52,11 @@ pub struct SipConfig {
     pub subscribe_expires: u32,
     /// Most simultaneous connections.
     pub max_connections: usize,
-    /// Keep-alive interval asked of clients (`ms-keep-alive ... timeout=`).
+    /// Keep-alive interval asked of clients (`ms-keep-alive ... timeout=`); a
+    /// connection silent for twice this long is closed.
     pub keep_alive: Duration,
+    /// How long a connection may stay unregistered (unauthenticated).
+    pub register_deadline: Duration,
     /// The server's name in NTLM exchanges (`targetname`).
     pub target_name: String,
 }
@@ -67,6 +70,7 @@ impl Default for SipConfig {
             subscribe_expires: 3600,
             max_connections: 10_000,
             keep_alive: Duration::from_secs(300),
+            register_deadline: Duration::from_secs(30),
             target_name: "presenced".into(),
         }
     }
