@@ -31,12 +31,28 @@ pub const QUERIES_PER_SECOND: f64 = 10.0;
 /// Users whose query budget is remembered; past it, full budgets are forgotten.
 const MAX_THROTTLED_USERS: usize = 100_000;
 
-/// Lowercase, without accents: "Ångström" and "angstrom" fold alike.
+/// Lowercase, without accents: "Ångström" and "angstrom" fold alike, and so do
+/// "Bjørn" and "bjorn" (letters that do not decompose are spelled out).
 pub fn fold(text: &str) -> String {
-    text.nfkd()
+    let mut out = String::with_capacity(text.len());
+    for c in text
+        .nfkd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
-        .collect()
+    {
+        match c {
+            'ø' => out.push('o'),
+            'æ' => out.push_str("ae"),
+            'œ' => out.push_str("oe"),
+            'ß' => out.push_str("ss"),
+            'ł' => out.push('l'),
+            'đ' | 'ð' => out.push('d'),
+            'þ' => out.push_str("th"),
+            'ı' => out.push('i'),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The fields a user is found by.
@@ -495,13 +511,24 @@ impl DirectoryIndex {
         uri: Option<&UserUri>,
         rows: &[(Field, String)],
         limit: usize,
-    ) -> Found {
+    ) -> Result<Found, QueryError> {
         let limit = limit.min(MAX_RESULTS);
+        if rows.iter().map(|(_, v)| v.len()).sum::<usize>() > MAX_QUERY_BYTES {
+            return Err(QueryError::TooLong);
+        }
         let wanted: Vec<(Field, Vec<String>)> = rows
             .iter()
-            .map(|(f, v)| (*f, words(*f, v)))
+            .map(|(f, v)| {
+                let mut ws = words(*f, v);
+                ws.sort_unstable();
+                ws.dedup();
+                (*f, ws)
+            })
             .filter(|(_, ws)| !ws.is_empty())
             .collect();
+        if wanted.iter().map(|(_, ws)| ws.len()).sum::<usize>() > MAX_QUERY_WORDS {
+            return Err(QueryError::TooLong);
+        }
         let index = self.snapshot();
         let candidates = match uri {
             Some(uri) => index.by_uri.get(uri).copied().into_iter().collect(),
@@ -511,7 +538,7 @@ impl DirectoryIndex {
                 .min_by_key(|w| index.run(w).len())
             {
                 Some(rarest) => index.candidates(rarest),
-                None => return Found::default(),
+                None => return Ok(Found::default()),
             },
         };
         let scored = candidates
@@ -527,7 +554,7 @@ impl DirectoryIndex {
                 Some((total, id))
             })
             .collect();
-        index.top(scored, limit)
+        Ok(index.top(scored, limit))
     }
 
     /// Roughly how many bytes the index holds (users' entries, words and postings).
@@ -673,6 +700,7 @@ mod tests {
             vec!["Zoë Ångström"]
         );
         assert_eq!(fold("Ångström ÉCOLE"), "angstrom ecole");
+        assert_eq!(fold("Bjørn Æsir Łódź Straße"), "bjorn aesir lodz strasse");
     }
 
     #[test]
@@ -732,42 +760,75 @@ mod tests {
         let rows = |r: &[(Field, &str)]| -> Vec<(Field, String)> {
             r.iter().map(|(f, v)| (*f, v.to_string())).collect()
         };
-        let found = index.search_fields(None, &rows(&[(Field::GivenName, "ali")]), 10);
+        let found = index
+            .search_fields(None, &rows(&[(Field::GivenName, "ali")]), 10)
+            .unwrap();
         assert_eq!(
             names(&found),
             vec!["Alice Anders", "Alicia Keys"],
             "not Bob Ali"
         );
-        let found = index.search_fields(
-            None,
-            &rows(&[(Field::GivenName, "ali"), (Field::Surname, "k")]),
-            10,
-        );
+        let found = index
+            .search_fields(
+                None,
+                &rows(&[(Field::GivenName, "ali"), (Field::Surname, "k")]),
+                10,
+            )
+            .unwrap();
         assert_eq!(names(&found), vec!["Alicia Keys"]);
-        let found = index.search_fields(None, &rows(&[(Field::Email, "bob@contoso.com")]), 10);
+        let found = index
+            .search_fields(None, &rows(&[(Field::Email, "bob@contoso.com")]), 10)
+            .unwrap();
         assert_eq!(names(&found), vec!["Bob Ali"]);
-        let found = index.search_fields(None, &rows(&[(Field::Company, "contoso")]), 1);
+        let found = index
+            .search_fields(None, &rows(&[(Field::Company, "contoso")]), 1)
+            .unwrap();
         assert_eq!((found.entries.len(), found.more), (1, true));
         assert!(
             index
                 .search_fields(None, &rows(&[(Field::Country, "")]), 10)
+                .unwrap()
                 .entries
                 .is_empty()
         );
         // By SIP address: that user only, and only if the other rows match too.
         let bob = UserUri::parse("bob@contoso.com").unwrap();
         assert_eq!(
-            names(&index.search_fields(Some(&bob), &[], 10)),
+            names(&index.search_fields(Some(&bob), &[], 10).unwrap()),
             vec!["Bob Ali"]
         );
-        let by_surname = index.search_fields(Some(&bob), &rows(&[(Field::Surname, "al")]), 10);
+        let by_surname = index
+            .search_fields(Some(&bob), &rows(&[(Field::Surname, "al")]), 10)
+            .unwrap();
         assert_eq!(names(&by_surname), vec!["Bob Ali"]);
-        let by_given = index.search_fields(Some(&bob), &rows(&[(Field::GivenName, "al")]), 10);
+        let by_given = index
+            .search_fields(Some(&bob), &rows(&[(Field::GivenName, "al")]), 10)
+            .unwrap();
         assert!(by_given.entries.is_empty());
         let dan = UserUri::parse("dan@contoso.com").unwrap();
         assert!(
-            index.search_fields(Some(&dan), &[], 10).entries.is_empty(),
+            index
+                .search_fields(Some(&dan), &[], 10)
+                .unwrap()
+                .entries
+                .is_empty(),
             "disabled"
+        );
+        // Rows are bounded like free text: words in all, and bytes.
+        let many = rows(&[(Field::Company, &"a b c d e f g h i ".repeat(2))]);
+        assert_eq!(
+            index.search_fields(None, &many, 10).unwrap_err(),
+            QueryError::TooLong
+        );
+        let repeated = rows(&[(Field::Company, &"contoso ".repeat(20))]);
+        assert!(
+            index.search_fields(None, &repeated, 10).is_ok(),
+            "repeats count once"
+        );
+        let long = rows(&[(Field::Company, &"x".repeat(MAX_QUERY_BYTES + 1))]);
+        assert_eq!(
+            index.search_fields(None, &long, 10).unwrap_err(),
+            QueryError::TooLong
         );
     }
 

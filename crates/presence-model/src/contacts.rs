@@ -44,6 +44,11 @@ pub struct ContactList {
     /// docs/protocol-decisions.md) never confuses it with a new one.
     #[serde(default)]
     pub highest_group_id: u32,
+    /// Groups deleted so far, by name: a group added again under the same name gets
+    /// its old id back (while it is free), so a client that still knows the old
+    /// group by name and id stays consistent with the server.
+    #[serde(default)]
+    pub deleted_groups: Vec<Group>,
 }
 
 impl Default for ContactList {
@@ -56,6 +61,7 @@ impl Default for ContactList {
             }],
             contacts: Vec::new(),
             highest_group_id: DEFAULT_GROUP,
+            deleted_groups: Vec::new(),
         }
     }
 }
@@ -179,6 +185,7 @@ impl ContactList {
         if self.groups.iter().any(|g| g.name == name) {
             return Err(ContactError::DuplicateGroup(name.to_string()));
         }
+        let free = |id: &u32| !self.groups.iter().any(|g| g.id == *id);
         let used = self
             .groups
             .iter()
@@ -186,11 +193,16 @@ impl ContactList {
             .max()
             .unwrap_or(DEFAULT_GROUP);
         let floor = self.highest_group_id.max(used).min(MAX_GROUP_ID);
-        let id = (floor + 1..=MAX_GROUP_ID)
-            .chain(1..=floor)
-            .find(|id| !self.groups.iter().any(|g| g.id == *id))
+        let id = self
+            .deleted_groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| g.id)
+            .filter(free)
+            .or_else(|| (floor + 1..=MAX_GROUP_ID).chain(1..=floor).find(free))
             .ok_or_else(|| ContactError::TooLarge(format!("at most {MAX_GROUP_ID} groups")))?;
         self.highest_group_id = self.highest_group_id.max(id);
+        self.deleted_groups.retain(|g| g.id != id && g.name != name);
         self.groups.push(Group {
             id,
             name: name.to_string(),
@@ -232,10 +244,13 @@ impl ContactList {
         if id == DEFAULT_GROUP {
             return Err(ContactError::DefaultGroup);
         }
-        if !self.groups.iter().any(|g| g.id == id) {
+        let Some(gone) = self.groups.iter().find(|g| g.id == id).cloned() else {
             return Err(ContactError::NoGroup(id));
-        }
+        };
         self.groups.retain(|g| g.id != id);
+        self.deleted_groups
+            .retain(|g| g.id != gone.id && g.name != gone.name);
+        self.deleted_groups.push(gone);
         for c in &mut self.contacts {
             c.groups.retain(|g| *g != id);
             if c.groups.is_empty() {
@@ -383,6 +398,24 @@ mod tests {
             Err(ContactError::DuplicateGroup(_))
         ));
         assert_eq!(l, before);
+    }
+
+    #[test]
+    fn a_deleted_group_added_again_gets_its_old_id_back() {
+        let mut l = ContactList::default();
+        let team = l.add_group("Team", None).unwrap();
+        let other = l.add_group("Other", None).unwrap();
+        l.delete_group(team, None).unwrap();
+        let fresh = l.add_group("Fresh", None).unwrap();
+        assert!(fresh > other, "not the deleted id");
+        assert_eq!(l.add_group("Team", None), Ok(team));
+        // Deleted again, renamed id taken meanwhile: a new id then.
+        l.delete_group(team, None).unwrap();
+        l.delete_group(other, None).unwrap();
+        let renamed = l.add_group("Renamed", None).unwrap();
+        l.rename_group(renamed, "x", None).unwrap();
+        assert_eq!(l.add_group("Other", None), Ok(other));
+        assert!(l.deleted_groups.iter().all(|g| g.name != "Other"));
     }
 
     #[test]

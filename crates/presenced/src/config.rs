@@ -47,6 +47,9 @@ pub struct Config {
     pub directory: Option<directory::DirectoryConfig>,
 }
 
+/// Longest SIP connection deadline a configuration may set, in seconds (a day).
+pub const MAX_SIP_DEADLINE_SECS: u64 = 86_400;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -208,9 +211,9 @@ impl Config {
             "auth.token_ttl_secs must be positive"
         );
         anyhow::ensure!(
-            l.directory_query_burst >= 1.0 && l.directory_queries_per_second > 0.0,
+            l.directory_query_burst >= 1.0 && l.directory_queries_per_second >= 0.01,
             "limits.directory_query_burst must be at least 1 and \
-             limits.directory_queries_per_second positive"
+             limits.directory_queries_per_second at least 0.01"
         );
         anyhow::ensure!(
             self.server.sip_register_expires > 0
@@ -219,6 +222,12 @@ impl Config {
                 && self.server.sip_register_deadline_secs > 0,
             "server.sip_register_expires, sip_subscribe_expires, sip_keep_alive_secs and \
              sip_register_deadline_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.server.sip_keep_alive_secs <= MAX_SIP_DEADLINE_SECS
+                && self.server.sip_register_deadline_secs <= MAX_SIP_DEADLINE_SECS,
+            "server.sip_keep_alive_secs and sip_register_deadline_secs are at most \
+             {MAX_SIP_DEADLINE_SECS} (a day)"
         );
         if self.auth.password_source == PasswordSource::Ldap {
             anyhow::ensure!(

@@ -313,6 +313,17 @@ async fn refusals_and_hostile_input() {
     assert!(r.header("ms-diagnostics").unwrap().contains("Call-ID"));
     c.request("FROBNICATE", "x", &[], "").await;
     assert_eq!(status(&c.recv().await), 501);
+    // A bad request line whose body has not arrived yet: answered, the body dropped
+    // as it comes, and the connection goes on.
+    c.send_raw(b"FOO BAR\r\nCall-ID: part\r\nCSeq: 1 FOO\r\nContent-Length: 10\r\n\r\n")
+        .await;
+    assert_eq!(status(&c.recv().await), 400);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send_raw(b"01234").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send_raw(b"56789").await;
+    c.request("OPTIONS", "after-partial", &[], "").await;
+    assert_eq!(status(&c.recv().await), 200);
     let bomb = "<!DOCTYPE lolz [<!ENTITY lol \"lol\">]><publish>&lol;</publish>";
     c.request(
         "SERVICE",

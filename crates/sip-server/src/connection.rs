@@ -236,6 +236,16 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// However the connection ends (a panic included), its delivery task goes, and
+    /// with it the last reference to the session, which signs the endpoint out.
+    fn drop(&mut self) {
+        if let Some(task) = self.deliveries.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Serves one connection until the client closes it or the server shuts down.
 pub(crate) async fn run<S>(
     ctx: SipContext,
@@ -275,6 +285,8 @@ pub(crate) async fn run<S>(
     let max_buffer = limits.max_header_bytes + limits.max_body_bytes + 4;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    // Bytes of a refused message (its body) still to arrive and be dropped.
+    let mut discard = 0usize;
     'read: loop {
         let registered = conn.session.is_some();
         let next_expiry = conn.dialogs.lock().next_expiry();
@@ -301,7 +313,9 @@ pub(crate) async fn run<S>(
                 break;
             }
         };
-        buf.extend_from_slice(&chunk[..n]);
+        let skipped = discard.min(n);
+        discard -= skipped;
+        buf.extend_from_slice(&chunk[skipped..n]);
         loop {
             let limits = if conn.session.is_some() {
                 limits
@@ -326,8 +340,15 @@ pub(crate) async fn run<S>(
                     tracing::info!(%peer, error = %e, "refusing a malformed SIP message");
                     answer_error(&conn, &e).await;
                     match e.skip() {
+                        // The refused message may not have arrived whole yet: what
+                        // is missing is dropped as it comes.
                         Some(n) => {
-                            buf.drain(..n);
+                            let here = n.min(buf.len());
+                            buf.drain(..here);
+                            discard = n - here;
+                            if discard > 0 {
+                                break;
+                            }
                         }
                         // The framing is lost: nothing after this can be trusted.
                         None => break 'read,

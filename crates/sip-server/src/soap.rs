@@ -156,22 +156,24 @@ pub fn directory_search_result(rows: &[SearchRow], more: bool) -> String {
          <m:Array xmlns:m=\"http://schemas.microsoft.com/winrtc/2002/11/sip\">",
         rows.len()
     );
+    // Directory values may hold control characters, which XML cannot carry.
+    let text = |s: &str| escape(&s.replace(|c: char| c.is_control(), " "));
     for r in rows {
         let d = |f: fn(&directory::DirectoryEntry) -> &str| r.details.map_or("", f);
         let _ = write!(
             out,
             "<m:row uri=\"{}\" displayName=\"{}\" title=\"{}\" office=\"{}\" phone=\"{}\" company=\"{}\" \
              city=\"{}\" state=\"{}\" country=\"{}\" email=\"{}\"/>",
-            escape(&r.uri.to_sip()),
-            escape(r.display_name),
-            escape(d(|e| &e.title)),
-            escape(d(|e| &e.office)),
-            escape(d(|e| &e.work_phone)),
-            escape(d(|e| &e.company)),
-            escape(d(|e| &e.city)),
-            escape(d(|e| &e.state)),
-            escape(d(|e| &e.country)),
-            escape(r.email),
+            text(&r.uri.to_sip()),
+            text(r.display_name),
+            text(d(|e| &e.title)),
+            text(d(|e| &e.office)),
+            text(d(|e| &e.work_phone)),
+            text(d(|e| &e.company)),
+            text(d(|e| &e.city)),
+            text(d(|e| &e.state)),
+            text(d(|e| &e.country)),
+            text(r.email),
         );
     }
     out.push_str("</m:Array></SOAP-ENV:Body></SOAP-ENV:Envelope>");

@@ -207,9 +207,10 @@ async fn presence(
             fault: None,
         });
     }
-    let asks_context = resources.iter().any(|r| r.context);
-    if !is_new && all == before && !asks_context {
-        // A refresh: nothing new to watch.
+    if !is_new && resources.is_empty() {
+        // A refresh without a list. One with a list (SIPE's refresh names every
+        // buddy) is answered with the full state of the dialog below, as SIPE reads
+        // that answer's parts to know whom to name in its next refresh.
         if let Some(p) = conn.dialogs.lock().presence_of(req) {
             p.dialog.refresh(req, ask.lifetime);
         }
@@ -403,7 +404,8 @@ mod tests {
         let bob = fx.ctx.engine.own_snapshot(&uri("bob@example.com")).unwrap();
         assert!(bob.subscribers.is_empty(), "no context for bob");
 
-        // A refresh without anything new is just a 200.
+        // A refresh naming a resource again gets the dialog's full state (SIPE reads
+        // the parts to know whom to name next time); one without a body only a 200.
         let req = request(
             Method::Subscribe,
             user,
@@ -414,7 +416,16 @@ mod tests {
         );
         let refresh = conn.answer(&req).await.unwrap();
         assert_eq!(status(&refresh), 200);
-        assert!(refresh.body.is_empty());
+        for who in ["bob", "carol"] {
+            assert!(
+                body(&refresh).contains(&format!("uri=\"sip:{who}@example.com\">")),
+                "{who}"
+            );
+        }
+        let req = request(Method::Subscribe, user, "d1", Some(&tag), &PRESENCE, "");
+        let bare = conn.answer(&req).await.unwrap();
+        assert_eq!(status(&bare), 200);
+        assert!(bare.body.is_empty());
 
         // A second dialog is a subscription of its own.
         let req = request(

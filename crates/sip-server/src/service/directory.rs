@@ -5,7 +5,7 @@
 
 use crate::connection::Conn;
 use crate::errors::Refusal;
-use crate::reply::{response, tag};
+use crate::reply::{refuse, response, tag};
 use crate::soap::{DirectorySearch, SearchRow, directory_search_result};
 use directory::search::{Field, MAX_RESULTS};
 use presence_model::UserUri;
@@ -37,12 +37,9 @@ pub(crate) fn search(
     let viewer = conn.user.clone().expect("registered");
     let index = &conn.ctx.directory;
     if let Err(t) = index.admit(&viewer) {
-        return Err(Refusal {
-            code: 503,
-            reason: "Service Unavailable",
-            why: t.to_string(),
-            fault: None,
-        });
+        let mut r = refuse(req, 503, "Service Unavailable", &t.to_string());
+        r.push_header("Retry-After", t.retry_after.as_secs().max(1).to_string());
+        return Ok(r);
     }
     let limit = search
         .max_results
@@ -63,7 +60,14 @@ pub(crate) fn search(
         }
     }
     // A SIP address names one user; the other rows must match them too.
-    let found = index.search_fields(address.as_ref(), &rows, limit);
+    let found = index
+        .search_fields(address.as_ref(), &rows, limit)
+        .map_err(|e| Refusal {
+            code: 413,
+            reason: "Request Entity Too Large",
+            why: e.to_string(),
+            fault: None,
+        })?;
     let views: Vec<bool> = found
         .entries
         .iter()
