@@ -324,15 +324,37 @@ async fn refusals_and_hostile_input() {
     c.send_raw(b"56789").await;
     c.request("OPTIONS", "after-partial", &[], "").await;
     assert_eq!(status(&c.recv().await), 200);
-    let bomb = "<!DOCTYPE lolz [<!ENTITY lol \"lol\">]><publish>&lol;</publish>";
-    c.request(
-        "SERVICE",
-        "bomb",
-        &[("Content-Type", "application/msrtc-category-publish+xml")],
-        bomb,
-    )
-    .await;
-    assert_eq!(status(&c.recv().await), 400);
+    // A publication that is valid but for its DTD is refused, and nothing of it is
+    // applied; without the DTD the same publication is taken.
+    let note_publish = |text: &str| {
+        format!(
+            "<publish xmlns=\"http://schemas.microsoft.com/2006/09/sip/rich-presence\"><publications uri=\"sip:alice@example.com\">\
+             <publication categoryName=\"note\" instance=\"0\" container=\"400\" version=\"0\" expireType=\"static\">{}</publication>\
+             </publications></publish>",
+            note(text)
+        )
+    };
+    let publish = [("Content-Type", "application/msrtc-category-publish+xml")];
+    let bomb = format!(
+        "<!DOCTYPE publish [<!ENTITY lol \"lol\">]>{}",
+        note_publish("&lol;")
+    );
+    c.request("SERVICE", "bomb", &publish, &bomb).await;
+    let refused = c.recv().await;
+    assert_eq!(status(&refused), 400);
+    assert!(
+        refused
+            .header("ms-diagnostics")
+            .unwrap()
+            .contains("document type declarations"),
+        "refused for its DTD: {refused:?}"
+    );
+    let api = Api::new(&server, &server.login("alice@example.com", "pw").await);
+    let (_, me) = api.get("/v1/me").await;
+    assert!(!me.to_string().contains("lol"), "nothing applied: {me}");
+    c.request("SERVICE", "no-bomb", &publish, &note_publish("lol"))
+        .await;
+    assert_eq!(status(&c.recv().await), 200, "the same without the DTD");
     // An oversized body is refused with 413 and the connection closed.
     let huge = format!(
         "SERVICE sip:alice@example.com SIP/2.0\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: big\r\nCSeq: 10 SERVICE\r\nContent-Length: {}\r\n\r\n",
