@@ -47,7 +47,7 @@ pub struct Config {
     pub directory: Option<directory::DirectoryConfig>,
 }
 
-/// Longest SIP connection deadline a configuration may set, in seconds (a day).
+/// Longest connection deadline a configuration may set, in seconds (a day).
 pub const MAX_SIP_DEADLINE_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +78,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Seconds open connections get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds an HTTP client has to send a request's headers.
+    pub http_header_timeout_secs: u64,
+    /// Seconds an HTTP connection may stay without a byte read or written before it
+    /// is closed (open WebSockets are pinged more often than this).
+    pub http_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +143,8 @@ impl Default for ServerConfig {
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             shutdown_grace_secs: 10,
+            http_header_timeout_secs: 30,
+            http_idle_timeout_secs: 120,
         }
     }
 }
@@ -222,6 +229,15 @@ impl Config {
                 && self.server.sip_register_deadline_secs > 0,
             "server.sip_register_expires, sip_subscribe_expires, sip_keep_alive_secs and \
              sip_register_deadline_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.server.http_header_timeout_secs > 0
+                && self.server.http_idle_timeout_secs > self.limits.ws_token_recheck_secs
+                && self.server.http_header_timeout_secs <= MAX_SIP_DEADLINE_SECS
+                && self.server.http_idle_timeout_secs <= MAX_SIP_DEADLINE_SECS,
+            "server.http_header_timeout_secs must be positive and \
+             server.http_idle_timeout_secs above limits.ws_token_recheck_secs (WebSockets \
+             are pinged that often), both at most {MAX_SIP_DEADLINE_SECS}"
         );
         anyhow::ensure!(
             self.server.sip_keep_alive_secs <= MAX_SIP_DEADLINE_SECS

@@ -6,5 +6,6 @@ pub mod bench_search;
 pub mod config;
 pub mod demo;
 pub mod directory_sync;
+pub mod http_serve;
 pub mod server;
 pub mod users;

@@ -284,20 +284,26 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
 
     let app = http_api::router(state);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let timeouts = crate::http_serve::HttpTimeouts {
+        header: Duration::from_secs(config.server.http_header_timeout_secs),
+        idle: Duration::from_secs(config.server.http_idle_timeout_secs),
+    };
+    let server = crate::http_serve::serve(listener, app, timeouts, shutdown_rx.clone());
+    let signal = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut stopping = shutdown_rx.clone();
     tokio::select! {
-        r = &mut server => r?,
+        _ = server => {}
         _ = async {
             // Give connections the grace period once the signal has come.
-            shutdown_signal().await;
+            let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("grace period over; closing remaining connections"),
     }
+    signal.abort();
     timers.abort();
     pruner.abort();
     for t in sip_tasks {

@@ -173,6 +173,12 @@ async fn run(state: AppState, mut socket: WebSocket, info: Option<(AccountInfo, 
                         let _ = sink.send(Message::Close(None)).await;
                         return;
                     }
+                    // A ping keeps a quiet stream from counting as an idle connection
+                    // (the listener closes those), and the client's pong shows it is
+                    // still there.
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
