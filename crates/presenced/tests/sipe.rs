@@ -209,9 +209,15 @@ async fn expect_lists(clients: &mut [&mut Sipe], api: &Api, want: &ContactList) 
 
 /// Stops the server the hard way (a contact-list change that was answered must be
 /// stored already) and starts it again on the same data directory.
-fn restart(server: Server, dir: &Path) -> Server {
+/// Kills the server, starts it again on the same data, signs alice in afresh and
+/// checks that she gets `want`: the list survives the crash.
+async fn restart_and_expect(server: Server, dir: &Path, want: &ContactList) -> (Server, Sipe) {
     server.kill9();
-    Server::start_with(dir, OPEN_SIP)
+    let server = Server::start_with(dir, OPEN_SIP);
+    let api = alice_api(&server).await;
+    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
+    expect_lists(&mut [&mut alice], &api, want).await;
+    (server, alice)
 }
 
 async fn alice_api(server: &Server) -> Api {
@@ -658,10 +664,7 @@ async fn sipe_added_buddies_reach_every_client_and_the_api_and_survive_a_restart
     // After a restart, a fresh client gets the same list from the server, and
     // presence flows again.
     drop((alice, alice2));
-    let server = restart(server, dir.path());
-    let api = alice_api(&server).await;
-    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
-    expect_lists(&mut [&mut alice], &api, &want).await;
+    let (server, mut alice) = restart_and_expect(server, dir.path(), &want).await;
     let mut bob = Sipe::sign_in(&server, "bob@example.com").await;
     expect_live_presence(&mut bob, &mut [&mut alice]).await;
     expect_offline_after_sign_out(bob, &mut [&mut alice]).await;
@@ -770,10 +773,7 @@ async fn sipe_moved_copied_and_aliased_buddies_and_a_renamed_group_reach_every_c
     expect_offline_after_sign_out(bob, &mut [&mut alice, &mut alice2]).await;
 
     drop((alice, alice2));
-    let server = restart(server, dir.path());
-    let api = alice_api(&server).await;
-    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
-    expect_lists(&mut [&mut alice], &api, &want).await;
+    let (server, mut alice) = restart_and_expect(server, dir.path(), &want).await;
     let mut bob = Sipe::sign_in(&server, "bob@example.com").await;
     alice
         .expect_buddy("bob@example.com", "available", None)
@@ -902,10 +902,8 @@ async fn sipe_removed_groups_and_buddies_reach_every_client() {
     expect_live_presence(&mut carol, &mut [&mut alice, &mut alice2]).await;
 
     drop((alice, alice2, bob, carol));
-    let server = restart(server, dir.path());
-    let api = alice_api(&server).await;
-    let mut alice = Sipe::sign_in(&server, "alice@example.com").await;
-    expect_lists(&mut [&mut alice], &api, &want).await;
+    // The server must outlive alice's sign-out.
+    let (_server, alice) = restart_and_expect(server, dir.path(), &want).await;
     alice.quit().await;
 }
 
