@@ -98,3 +98,20 @@ impl Metrics {
         ]
     }
 }
+
+/// Resident memory of this process, from /proc (0 where unavailable).
+pub fn process_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Open file descriptors of this process (0 where unavailable).
+pub fn process_open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}

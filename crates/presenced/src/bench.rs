@@ -10,6 +10,7 @@
 //! still pending are counted as coalesced.
 
 use anyhow::{Context, Result};
+use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Delivery, Engine, EngineConfig, Session};
 use presence_model::{BuiltinAggregator, ContainerId, ExpireType, Publication, UserUri};
 use presence_store::SqliteStore;
@@ -107,18 +108,6 @@ impl Histogram {
         }
         0.0
     }
-}
-
-/// Resident memory of this process, from /proc (0 where unavailable).
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
 }
 
 fn machine_state(availability: u32) -> String {

@@ -6,9 +6,10 @@
 //! figure is a lower bound). Reports queries/s, p50/p99 latency and the memory the
 //! index costs per user.
 
-use crate::bench::{BenchReport, Histogram, rss_bytes};
+use crate::bench::{BenchReport, Histogram};
 use anyhow::{Context, Result};
 use directory::{DirectoryEntry, DirectoryIndex};
+use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Engine, EngineConfig};
 use presence_model::{BuiltinAggregator, UserUri};
 use presence_store::SqliteStore;

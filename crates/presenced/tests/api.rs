@@ -96,6 +96,16 @@ async fn sessions_and_authentication() {
         .await
         .unwrap();
     assert!(metrics.contains("presenced_publications_total"));
+    for gauge in ["process_resident_memory_bytes", "process_open_fds"] {
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{gauge} ")))
+            .unwrap_or_else(|| panic!("{gauge} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0, "{gauge}");
+    }
+    assert!(metrics.contains("presenced_directory_users 0"), "{metrics}");
     assert_eq!(c.get(server.url("/")).send().await.unwrap().status(), 200);
     assert_eq!(
         c.get(server.url("/no/such")).send().await.unwrap().status(),

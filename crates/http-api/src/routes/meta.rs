@@ -40,6 +40,24 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         state.engine.pending_timers() as u64,
     ));
+    rows.push((
+        "presenced_directory_users",
+        "Directory users that search can find.",
+        "gauge",
+        state.directory.len() as u64,
+    ));
+    rows.push((
+        "process_resident_memory_bytes",
+        "Resident memory of the server process.",
+        "gauge",
+        presence_engine::metrics::process_resident_bytes(),
+    ));
+    rows.push((
+        "process_open_fds",
+        "Open file descriptors of the server process (connections among them).",
+        "gauge",
+        presence_engine::metrics::process_open_fds(),
+    ));
 
     for (name, help, kind, value) in rows {
         let _ = writeln!(
