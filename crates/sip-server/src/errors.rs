@@ -84,7 +84,7 @@ mod tests {
     use presence_model::UserUri;
 
     #[test]
-    fn every_kind_has_a_distinct_meaning() {
+    fn every_kind_maps_to_an_error_status() {
         for kind in ErrorKind::ALL {
             let (code, reason) = status(kind);
             assert!((400..600).contains(&code), "{kind}: {code}");

@@ -130,7 +130,7 @@ fn frames(dl: &mut Dialogs, user: &UserUri, ob: &Outbound, batch: &[Delivery]) -
                 .filter(|(uri, _)| p.resources.contains(*uri))
                 .map(|(uri, doc)| Resource {
                     uri,
-                    categories: Some(doc.clone()),
+                    categories: Some(doc),
                 })
                 .collect();
             if parts.is_empty() {

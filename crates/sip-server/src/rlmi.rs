@@ -16,7 +16,7 @@ const START: &str = "rlmi@presenced";
 /// is no user here (listed as terminated, without a part).
 pub(crate) struct Resource<'a> {
     pub uri: &'a UserUri,
-    pub categories: Option<String>,
+    pub categories: Option<&'a str>,
 }
 
 /// A `multipart/related` RLMI body: (Content-Type, body).
@@ -37,7 +37,7 @@ pub(crate) fn batch(
         let b = format!("presenced-{}{}", tag(), tag());
         if !resources
             .iter()
-            .any(|r| r.categories.as_deref().is_some_and(|c| c.contains(&b)))
+            .any(|r| r.categories.is_some_and(|c| c.contains(&b)))
         {
             break b;
         }
@@ -74,7 +74,7 @@ pub(crate) fn batch(
     };
     part(START, "application/rlmi+xml", &list_xml);
     for (i, r) in resources.iter().enumerate() {
-        if let Some(c) = &r.categories {
+        if let Some(c) = r.categories {
             part(&format!("{i}@presenced"), CATEGORIES_TYPE, c);
         }
     }
@@ -107,7 +107,7 @@ mod tests {
             &[
                 Resource {
                     uri: &bob,
-                    categories: Some("<categories uri=\"sip:bob@example.com\"/>".into()),
+                    categories: Some("<categories uri=\"sip:bob@example.com\"/>"),
                 },
                 Resource {
                     uri: &nobody,

@@ -237,7 +237,7 @@ async fn presence(
         .iter()
         .map(|(uri, doc)| Resource {
             uri,
-            categories: Some(doc.clone()),
+            categories: Some(doc),
         })
         .chain(result.unknown.iter().map(|uri| Resource {
             uri,
