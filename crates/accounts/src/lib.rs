@@ -14,12 +14,11 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use md4::{Digest, Md4};
 use presence_model::{Timestamp, UserUri};
-use presence_store::{Account, Store, StoreError};
+use presence_store::{Account, SessionRecord, StoreError, Stores};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::Sha256;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Password checks (argon2id, 19 MiB each) running at once; past it sign-ins are
@@ -105,7 +104,7 @@ impl Drop for CheckSlot<'_> {
 
 pub struct Accounts {
     limiter: Limiter,
-    store: Arc<dyn Store>,
+    store: Stores,
     cipher: ChaCha20Poly1305,
     /// Verified against when the user does not exist, so an unknown user costs the
     /// same time as a wrong password.
@@ -176,7 +175,7 @@ fn now() -> Timestamp {
 }
 
 impl Accounts {
-    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AccountError> {
+    pub fn open(store: Stores, data_dir: &Path) -> Result<Self, AccountError> {
         let key = load_or_create_key(data_dir)?;
         Ok(Accounts {
             limiter: Limiter::default(),
@@ -220,38 +219,61 @@ impl Accounts {
             created: now(),
             disabled: false,
         };
-        if !self.store.insert_account(&account)? {
+        if !self.store.accounts.insert(&account)? {
             return Err(AccountError::Exists(uri.clone()));
         }
         Ok(AccountInfo::from(&account))
     }
 
     /// Creates or updates the accounts of directory users (URI, display name,
-    /// enabled) in one transaction: no local password for new ones (it lives in the
-    /// directory); a local account with the same URI keeps its password and follows
-    /// the directory from then on. Disabled users lose their sessions at once.
-    /// Returns how many accounts were created.
+    /// enabled), one independent write per user (a sync cut short is completed by
+    /// the next): no local password for new ones (it lives in the directory); a local
+    /// account with the same URI keeps its password and follows the directory from
+    /// then on. Disabled users lose their sessions at once. Returns how many accounts
+    /// were created.
     pub fn ensure_directory_users(
         &self,
         users: &[(UserUri, String, bool)],
     ) -> Result<usize, AccountError> {
-        let trimmed: Vec<(UserUri, String, bool)> = users
-            .iter()
-            .map(|(u, n, e)| {
-                let mut name = n.clone();
-                while name.len() > MAX_DISPLAY_NAME_BYTES {
-                    name.pop();
+        let mut created = 0;
+        for (uri, name, enabled) in users {
+            let mut name = name.clone();
+            while name.len() > MAX_DISPLAY_NAME_BYTES {
+                name.pop();
+            }
+            match self.store.accounts.get(uri)? {
+                None => {
+                    let account = Account {
+                        uri: uri.clone(),
+                        display_name: name,
+                        password_hash: String::new(),
+                        nt_hash_sealed: Vec::new(),
+                        created: now(),
+                        disabled: !enabled,
+                    };
+                    if self.store.accounts.insert(&account)? {
+                        created += 1;
+                    }
                 }
-                (u.clone(), name, *e)
-            })
-            .collect();
-        Ok(self.store.sync_directory_accounts(&trimmed, now())?)
+                Some(mut account) => {
+                    if account.display_name != name || account.disabled == *enabled {
+                        account.display_name = name;
+                        account.disabled = !enabled;
+                        self.store.accounts.update(&account)?;
+                    }
+                }
+            }
+            if !enabled {
+                self.store.sessions.delete_of(uri)?;
+            }
+        }
+        Ok(created)
     }
 
     /// The directory DN of an enabled user (for a password check by LDAP bind).
     pub fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, AccountError> {
-        match self.store.account(uri)? {
-            Some(a) if !a.disabled => Ok(self.store.directory_dn(uri)?),
+        match self.store.accounts.get(uri)? {
+            Some(a) if !a.disabled => Ok(self.store.directory.dn(uri)?),
             _ => Ok(None),
         }
     }
@@ -260,37 +282,48 @@ impl Accounts {
         check_password(password)?;
         let mut account = self
             .store
-            .account(uri)?
+            .accounts
+            .get(uri)?
             .ok_or_else(|| AccountError::NotFound(uri.clone()))?;
         account.password_hash = hash_password(password);
         account.nt_hash_sealed = self.seal(uri, &nt_hash(password));
-        if !self.store.update_account(&account)? {
+        if !self.store.accounts.update(&account)? {
             return Err(AccountError::NotFound(uri.clone()));
         }
         // A new password ends every session opened with the old one.
-        self.store.delete_sessions_of(uri)?;
+        self.store.sessions.delete_of(uri)?;
         Ok(())
     }
 
+    /// Removes the account, then its API sessions and its presentity document (each
+    /// its own write; a document left behind by a crash in between is an orphan the
+    /// server deletes at its next start).
     pub fn remove(&self, uri: &UserUri) -> Result<(), AccountError> {
-        if self.store.delete_account(uri)? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound(uri.clone()))
+        if !self.store.accounts.delete(uri)? {
+            return Err(AccountError::NotFound(uri.clone()));
         }
+        self.store.sessions.delete_of(uri)?;
+        self.store.documents.delete(uri)?;
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<AccountInfo>, AccountError> {
         Ok(self
             .store
-            .accounts()?
+            .accounts
+            .list()?
             .iter()
             .map(AccountInfo::from)
             .collect())
     }
 
     pub fn get(&self, uri: &UserUri) -> Result<Option<AccountInfo>, AccountError> {
-        Ok(self.store.account(uri)?.as_ref().map(AccountInfo::from))
+        Ok(self
+            .store
+            .accounts
+            .get(uri)?
+            .as_ref()
+            .map(AccountInfo::from))
     }
 
     /// Takes one of the [`MAX_CONCURRENT_CHECKS`] password-check slots.
@@ -345,7 +378,7 @@ impl Accounts {
         }
         let _slot = self.check_slot()?;
         let account = match &uri {
-            Some(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.account(uri)?,
+            Some(uri) if password.len() <= MAX_PASSWORD_BYTES => self.store.accounts.get(uri)?,
             _ => None,
         };
         // Unknown, disabled and directory-only users cost the same work as a wrong
@@ -386,8 +419,13 @@ impl Accounts {
         OsRng.fill_bytes(&mut raw);
         let token = URL_SAFE_NO_PAD.encode(raw);
         let expires = Timestamp::from_millis(now().millis() + ttl.as_millis() as i64);
-        self.store
-            .insert_session(&Sha256::digest(token.as_bytes()), uri, expires)?;
+        self.store.sessions.insert(
+            &Sha256::digest(token.as_bytes()),
+            &SessionRecord {
+                uri: uri.clone(),
+                expires,
+            },
+        )?;
         Ok((token, expires))
     }
 
@@ -395,9 +433,17 @@ impl Accounts {
     /// and for users removed since.
     pub fn check_token(&self, token: &str) -> Result<Option<AccountInfo>, AccountError> {
         let hash = Sha256::digest(token.as_bytes());
+        let Some(session) = self.store.sessions.get(&hash)? else {
+            return Ok(None);
+        };
+        if session.expires <= now() {
+            return Ok(None);
+        }
         Ok(self
             .store
-            .session_account(&hash, now())?
+            .accounts
+            .get(&session.uri)?
+            .filter(|a| !a.disabled)
             .as_ref()
             .map(AccountInfo::from))
     }
@@ -405,17 +451,18 @@ impl Accounts {
     pub fn revoke_token(&self, token: &str) -> Result<bool, AccountError> {
         Ok(self
             .store
-            .delete_session(&Sha256::digest(token.as_bytes()))?)
+            .sessions
+            .delete(&Sha256::digest(token.as_bytes()))?)
     }
 
     /// Forgets expired sessions; returns how many.
     pub fn prune_tokens(&self) -> Result<usize, AccountError> {
-        Ok(self.store.delete_expired_sessions(now())?)
+        Ok(self.store.sessions.delete_expired(now())?)
     }
 
     /// The NT hash of the user's password, for SIP NTLM. `None` for unknown users.
     pub fn nt_hash(&self, uri: &UserUri) -> Result<Option<[u8; 16]>, AccountError> {
-        let Some(account) = self.store.account(uri)? else {
+        let Some(account) = self.store.accounts.get(uri)? else {
             return Ok(None);
         };
         let sealed = &account.nt_hash_sealed;
@@ -446,11 +493,11 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_store::SqliteStore;
+    use presence_store::Stores;
 
-    fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, Accounts) {
+    fn setup() -> (tempfile::TempDir, Stores, Accounts) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store = Stores::sqlite(dir.path()).unwrap();
         let accounts = Accounts::open(store.clone(), dir.path()).unwrap();
         (dir, store, accounts)
     }
@@ -504,7 +551,7 @@ mod tests {
         assert_eq!(accounts.nt_hash(&alice).unwrap(), Some(nt_hash("n3w")));
 
         // The stored record holds neither the password nor the plain NT hash.
-        let raw = store.account(&alice).unwrap().unwrap();
+        let raw = store.accounts.get(&alice).unwrap().unwrap();
         assert!(!raw.password_hash.contains("n3w"));
         assert!(raw.password_hash.starts_with("$argon2id$"));
         let plain = nt_hash("n3w");

@@ -332,7 +332,7 @@ mod tests {
             (EngineError::Invalid("x".into()), 400, "bad_request"),
             (
                 StoreError::Corrupt {
-                    uri: "bob@example.com".into(),
+                    key: "bob@example.com".into(),
                     reason: "x".into(),
                 }
                 .into(),

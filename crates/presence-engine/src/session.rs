@@ -333,16 +333,20 @@ impl Session {
                 view,
             });
             if context && uri != watcher && !fanout::is_blocked(view) {
-                let backup = state.doc.clone();
-                let changes = state.doc.add_subscriber(SubscriberEntry {
+                let entry = SubscriberEntry {
                     user: watcher.clone(),
                     display_name: inner.subscriber.display_name.clone(),
                     kind: subscriber_type(relation),
                     acknowledged: false,
                     since: engine.inner.clock.now(),
-                });
-                if let Err(e) = engine.commit(&mut state, &changes) {
-                    state.doc = backup;
+                };
+                let stored = engine.write_locked(
+                    &mut state,
+                    crate::presentity::OnFailure::Undo,
+                    |s, _| Ok(((), s.doc.add_subscriber(entry.clone()))),
+                    1,
+                );
+                if let Err(e) = stored {
                     tracing::error!(target_user = %uri, error = %e, "cannot store subscriber entry");
                 }
             }

@@ -7,7 +7,7 @@ use common::*;
 use presence_engine::{Delivery, EngineConfig, EngineError, SubscribeResult};
 use presence_model::membership::ContainerUpdate;
 use presence_model::{ContainerId, ExpireType, Member, PublishError, SubscriberType, Timestamp};
-use presence_store::{Account, SqliteStore, Store};
+use presence_store::{Account, Stores};
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -240,10 +240,11 @@ async fn unknown_users_are_reported_not_watched() {
 async fn account_added_by_another_process_is_provisioned_on_first_use() {
     let fx = Fixture::new(&[BOB]);
     let (bob, ghost) = (uri(BOB), uri(GHOST));
-    let other_process = SqliteStore::open(fx.dir.path()).unwrap();
+    let other_process = Stores::sqlite(fx.dir.path()).unwrap();
     assert!(
         other_process
-            .insert_account(&Account {
+            .accounts
+            .insert(&Account {
                 uri: ghost.clone(),
                 display_name: "Ghost".into(),
                 password_hash: "x".into(),
@@ -263,7 +264,7 @@ async fn account_added_by_another_process_is_provisioned_on_first_use() {
     // The new presentity has the default containers and is stored.
     let own = fx.engine.own_snapshot(&ghost).unwrap();
     assert_default_memberships(&own.containers);
-    assert!(other_process.load_presentity(&ghost).unwrap().is_some());
+    assert!(other_process.documents.load(&ghost).unwrap().is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -451,9 +452,10 @@ async fn view_by_a_colleague_added_by_another_process() {
             &[machine_state(2, 0, 3500)],
         )
         .unwrap();
-    let other_process = SqliteStore::open(fx.dir.path()).unwrap();
+    let other_process = Stores::sqlite(fx.dir.path()).unwrap();
     other_process
-        .insert_account(&Account {
+        .accounts
+        .insert(&Account {
             uri: ghost.clone(),
             display_name: "Ghost".into(),
             password_hash: "x".into(),

@@ -165,6 +165,46 @@ impl PresentityDoc {
         doc
     }
 
+    /// Takes the stored record another writer made in place of this document's
+    /// durable part, keeping the instances that live only here (endpoint-bound ones,
+    /// server-written user-bound ones), and reruns aggregation. Returns what changed,
+    /// for watchers; `durable` is false (the record is what the store holds).
+    pub fn rebase(&mut self, record: DocRecord, ctx: &Ctx<'_>) -> ChangeSet {
+        let mut next = PresentityDoc::restore(record, ctx);
+        for (key, inst) in &self.instances {
+            if !inst.is_durable() && !next.instances.contains_key(key) {
+                next.instances.insert(key.clone(), inst.clone());
+            }
+        }
+        let mut changes = ChangeSet::default();
+        next.reaggregate(ctx, &mut changes);
+        let keys: BTreeSet<&InstanceKey> =
+            self.instances.keys().chain(next.instances.keys()).collect();
+        for key in keys {
+            if self.instances.get(key) != next.instances.get(key) {
+                changes
+                    .categories
+                    .insert((key.container, key.category.clone()));
+            }
+        }
+        let ids: BTreeSet<ContainerId> = self
+            .containers
+            .keys()
+            .chain(next.containers.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            if self.containers.get(&id) != next.containers.get(&id) {
+                changes.containers.insert(id);
+            }
+        }
+        changes.subscribers = self.subscribers != next.subscribers;
+        changes.contacts = self.contacts != next.contacts;
+        changes.durable = false;
+        *self = next;
+        changes
+    }
+
     pub fn to_record(&self) -> DocRecord {
         DocRecord {
             uri: self.uri.clone(),

@@ -1,25 +1,55 @@
-//! The store port: where durable presence data and user accounts live.
+//! The store ports: where durable presence data, user accounts, API sessions and
+//! directory rows live.
 //!
-//! The unit of storage is one *presentity document* (containers, durable category
-//! instances, subscriber list), written whole after every durable change and before
-//! the change is acknowledged. That shape maps one-to-one onto a key-value store with
-//! per-key revisions, which is how the NATS JetStream back end of cluster mode will
-//! keep it (one KV key per presentity, written with an expected revision). The embedded
-//! default is [`SqliteStore`].
+//! The design serves two back ends with one shape: the embedded default
+//! ([`SqliteStore`], one file, one node) and a key-value store with per-key
+//! revisions (NATS JetStream KV in cluster mode, where any node may write any key).
+//! So:
+//! - every write touches one key and is idempotent; nothing promises atomicity across
+//!   keys (a batch is a set of independent writes that may share one commit);
+//! - presentity documents carry a [`Revision`] and are written with compare-and-set
+//!   ([`DocumentStore::save`] with the revision the writer read); a writer that lost
+//!   the race gets [`StoreError::Conflict`] with the current revision and retries
+//!   from a fresh read;
+//! - identifiers that must be unique across nodes come from the store
+//!   ([`DocumentStore::reserve_ids`]);
+//! - the four kinds of data are four ports, so a back end may keep them apart.
+//!
+//! Errors say what the caller can do about them ([`StoreError`]); no back end's own
+//! error type leaks out.
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{DB_FILE, SqliteStore};
 
 use presence_model::document::DocRecord;
 use presence_model::{Timestamp, UserUri};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The version of one stored key. Every write of the key gives it a new, higher
+/// revision; `0` means "absent" in a compare-and-set.
+pub type Revision = u64;
+
+/// A stored value with the revision it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: Revision,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
-    #[error("stored record for {uri} is corrupt: {reason}")]
-    Corrupt { uri: String, reason: String },
+    /// The store could not be reached or could not write (disk full, I/O error, no
+    /// quorum). Nothing was stored; the write may be retried later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-set lost: the key is at `current` (0: absent), not at the
+    /// revision the writer expected. Nothing was stored.
+    #[error("the stored record changed meanwhile (now at revision {current})")]
+    Conflict { current: Revision },
+    #[error("stored record for {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
     #[error("cannot open the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -29,7 +59,7 @@ pub enum StoreError {
 
 /// A user account. Secrets are stored only as an argon2id hash (HTTP sign-in) and an
 /// NT hash sealed with the server's data key (what SIP NTLM authentication needs).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     pub uri: UserUri,
     pub display_name: String,
@@ -50,8 +80,15 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// An API session, stored under the hash of its token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub uri: UserUri,
+    pub expires: Timestamp,
+}
+
 /// What the last directory sync saw of one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectoryUser {
     /// The directory's stable key (objectGUID, entryUUID, DN or file key).
     pub key: String,
@@ -63,59 +100,88 @@ pub struct DirectoryUser {
     pub enabled: bool,
 }
 
-pub trait Store: Send + Sync + 'static {
-    fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError>;
-    fn load_presentity(&self, uri: &UserUri) -> Result<Option<DocRecord>, StoreError>;
-    /// Writes documents durably (all or none) before returning.
-    fn save_presentities(&self, records: &[DocRecord]) -> Result<(), StoreError>;
-    fn delete_presentity(&self, uri: &UserUri) -> Result<(), StoreError>;
-    /// Deletes documents whose account is gone (a user removed while a server still
-    /// held them in memory); returns how many.
-    fn delete_orphan_presentities(&self) -> Result<usize, StoreError>;
+/// Presentity documents (containers, durable category instances, subscriber list,
+/// contact list), one key per presentity.
+pub trait DocumentStore: Send + Sync + 'static {
+    fn load_all(&self) -> Result<Vec<Versioned<DocRecord>>, StoreError>;
+    /// The current document, read from the authority (never a stale replica), so a
+    /// writer that lost a compare-and-set can retry from it.
+    fn load(&self, uri: &UserUri) -> Result<Option<Versioned<DocRecord>>, StoreError>;
+    /// Writes the document durably if the key is at `expected` (0: absent) and
+    /// returns the new revision; [`StoreError::Conflict`] otherwise.
+    fn save(&self, record: &DocRecord, expected: Revision) -> Result<Revision, StoreError>;
+    /// Several independent [`save`](Self::save)s that may share one commit; one
+    /// result per record, in order.
+    fn save_many(&self, records: &[(DocRecord, Revision)]) -> Vec<Result<Revision, StoreError>> {
+        records.iter().map(|(r, rev)| self.save(r, *rev)).collect()
+    }
+    /// Deletes the document whatever its revision (idempotent).
+    fn delete(&self, uri: &UserUri) -> Result<(), StoreError>;
+    /// Reserves `count` identifiers that no other caller of this store, on any node
+    /// and after any restart, gets. They stay below 2^53 (exact in JavaScript).
+    fn reserve_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
+}
 
-    /// Inserts a new account; `false` if the user already exists.
-    fn insert_account(&self, account: &Account) -> Result<bool, StoreError>;
+/// User accounts, one key per user.
+pub trait AccountStore: Send + Sync + 'static {
+    /// Stores a new account; `false` if the user already exists.
+    fn insert(&self, account: &Account) -> Result<bool, StoreError>;
     /// Replaces an existing account; `false` if there is none.
-    fn update_account(&self, account: &Account) -> Result<bool, StoreError>;
-    fn account(&self, uri: &UserUri) -> Result<Option<Account>, StoreError>;
-    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
-    /// Deletes the account, its presentity document and its API sessions; `false` if
-    /// there was none.
-    fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError>;
+    fn update(&self, account: &Account) -> Result<bool, StoreError>;
+    fn get(&self, uri: &UserUri) -> Result<Option<Account>, StoreError>;
+    /// Every account, ordered by URI.
+    fn list(&self) -> Result<Vec<Account>, StoreError>;
+    /// Deletes the account only; `false` if there was none.
+    fn delete(&self, uri: &UserUri) -> Result<bool, StoreError>;
+}
 
-    /// Records an API session under the hash of its token.
-    fn insert_session(
-        &self,
-        token_hash: &[u8],
-        uri: &UserUri,
-        expires: Timestamp,
-    ) -> Result<(), StoreError>;
-    /// The account of a live session (not expired at `now`, account still present).
-    fn session_account(
-        &self,
-        token_hash: &[u8],
-        now: Timestamp,
-    ) -> Result<Option<Account>, StoreError>;
-    fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
-    /// Ends every API session of a user; returns how many.
-    fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError>;
-    /// Creates or updates the accounts of directory users (URI, display name,
-    /// enabled) in one transaction. New accounts get no local password; existing ones
-    /// keep theirs. Disabled users lose their API sessions. Returns how many accounts
-    /// were created.
-    fn sync_directory_accounts(
-        &self,
-        users: &[(UserUri, String, bool)],
-        now: Timestamp,
-    ) -> Result<usize, StoreError>;
-
-    fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError>;
-    /// The LDAP DN the last sync saw for a user.
-    fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError>;
-    /// Records sync results (all or none); a row replaces any row with the same key
-    /// or the same URI.
-    fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError>;
-
+/// API sessions, one key per token hash.
+pub trait SessionStore: Send + Sync + 'static {
+    fn insert(&self, token_hash: &[u8], session: &SessionRecord) -> Result<(), StoreError>;
+    fn get(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StoreError>;
+    /// `false` if there was no such session.
+    fn delete(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+    /// Ends every session of a user; returns how many.
+    fn delete_of(&self, uri: &UserUri) -> Result<usize, StoreError>;
     /// Deletes sessions that expired before `now`; returns how many.
-    fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError>;
+    fn delete_expired(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// What the directory sync saw, one row per user.
+pub trait DirectoryStore: Send + Sync + 'static {
+    fn rows(&self) -> Result<Vec<DirectoryUser>, StoreError>;
+    /// The LDAP DN the last sync saw for a user.
+    fn dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError>;
+    /// Records sync results; each row replaces any row with the same key or the same
+    /// URI. Rows are independent writes.
+    fn save_rows(&self, rows: &[DirectoryUser]) -> Result<(), StoreError>;
+}
+
+/// The four ports of one back end.
+#[derive(Clone)]
+pub struct Stores {
+    pub documents: Arc<dyn DocumentStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub directory: Arc<dyn DirectoryStore>,
+}
+
+impl Stores {
+    /// All four ports on one back end that implements them all.
+    pub fn from_one<S>(store: Arc<S>) -> Stores
+    where
+        S: DocumentStore + AccountStore + SessionStore + DirectoryStore,
+    {
+        Stores {
+            documents: store.clone(),
+            accounts: store.clone(),
+            sessions: store.clone(),
+            directory: store,
+        }
+    }
+
+    /// The embedded default: one SQLite file in `data_dir`.
+    pub fn sqlite(data_dir: &std::path::Path) -> Result<Stores, StoreError> {
+        Ok(Stores::from_one(Arc::new(SqliteStore::open(data_dir)?)))
+    }
 }

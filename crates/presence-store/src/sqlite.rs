@@ -2,23 +2,174 @@
 //! committed write survives power loss and `kill -9`. Several processes may open it at
 //! once (the `user` subcommands while the server runs); SQLite's locking and a busy
 //! timeout serialise them.
+//!
+//! **Group commit.** Every write is a job for one writer thread, which owns the
+//! writing connection. It takes every job waiting (up to [`MAX_BATCH`]), runs each in
+//! its own savepoint (a job that fails is rolled back alone), commits once, and only
+//! then answers each caller. Writes from many presentities that arrive together so
+//! share one transaction and one fsync, and each is acknowledged only after its
+//! commit. Reads use a second connection and never wait for the writer (WAL).
 
-use crate::{Account, DirectoryUser, Store, StoreError};
+use crate::{
+    Account, AccountStore, DirectoryStore, DirectoryUser, DocumentStore, Revision, SessionRecord,
+    SessionStore, StoreError, Versioned,
+};
 use parking_lot::Mutex;
 use presence_model::document::DocRecord;
 use presence_model::{Timestamp, UserUri};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "presenced.sqlite3";
 /// How long a writer waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
+/// Most jobs in one transaction: bounds how long the first caller of a batch waits.
+pub const MAX_BATCH: usize = 1024;
+/// Identifiers stay below 2^53, exact in JavaScript numbers.
+const MAX_ID: u64 = 1 << 53;
+
+/// One write: runs inside the batch transaction (in its own savepoint) and returns
+/// whether it succeeded, plus what to do once the batch's commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    read: Mutex<Connection>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        unavailable(e)
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS accounts (
+                 uri TEXT PRIMARY KEY,
+                 display_name TEXT NOT NULL,
+                 password_hash TEXT NOT NULL,
+                 nt_hash_sealed BLOB NOT NULL,
+                 created_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS presentities (
+                 uri TEXT PRIMARY KEY,
+                 revision INTEGER NOT NULL,
+                 doc TEXT NOT NULL
+             );
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS sessions (
+                 token_hash BLOB PRIMARY KEY,
+                 uri TEXT NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS sessions_by_uri ON sessions (uri);
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+             CREATE TABLE IF NOT EXISTS directory_users (
+                 key TEXT PRIMARY KEY,
+                 uri TEXT NOT NULL UNIQUE,
+                 dn TEXT,
+                 fingerprint TEXT NOT NULL,
+                 enabled INTEGER NOT NULL
+             );
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
+        // Identifiers used to come from the clock (start-up milliseconds x 1024);
+        // the counter starts above anything handed out that way.
+        let floor = (now_millis() * 1024).min(MAX_ID / 2);
+        conn.execute_batch(&format!(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL);
+             INSERT OR IGNORE INTO counters (name, next) VALUES ('ids', {floor});
+             PRAGMA user_version = 4;
+             COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The writer thread: one transaction and one fsync per batch of waiting jobs.
+fn run_writer(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for job in batch.drain(..) {
+                conn.execute_batch("SAVEPOINT job")?;
+                let (ok, finish) = job(&conn);
+                finishers.push(finish);
+                if ok {
+                    conn.execute_batch("RELEASE job")?;
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                }
+            }
+            conn.execute_batch("COMMIT")?;
+            Ok(())
+        })();
+        if outcome.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Jobs not reached before a failure were dropped with `batch`; their callers
+        // see the channel close and report the store unavailable.
+        batch.clear();
+        for finish in finishers {
+            finish(outcome.as_ref().map(|_| ()));
+        }
+    }
 }
 
 impl SqliteStore {
@@ -28,68 +179,80 @@ impl SqliteStore {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(data_dir.join(DB_FILE))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS accounts (
-                     uri TEXT PRIMARY KEY,
-                     display_name TEXT NOT NULL,
-                     password_hash TEXT NOT NULL,
-                     nt_hash_sealed BLOB NOT NULL,
-                     created_ms INTEGER NOT NULL
-                 );
-                 CREATE TABLE IF NOT EXISTS presentities (
-                     uri TEXT PRIMARY KEY,
-                     revision INTEGER NOT NULL,
-                     doc TEXT NOT NULL
-                 );
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )?;
-        }
-        if version < 2 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS sessions (
-                     token_hash BLOB PRIMARY KEY,
-                     uri TEXT NOT NULL,
-                     expires_ms INTEGER NOT NULL
-                 );
-                 CREATE INDEX IF NOT EXISTS sessions_by_uri ON sessions (uri);
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )?;
-        }
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
-                 CREATE TABLE IF NOT EXISTS directory_users (
-                     key TEXT PRIMARY KEY,
-                     uri TEXT NOT NULL UNIQUE,
-                     dn TEXT,
-                     fingerprint TEXT NOT NULL,
-                     enabled INTEGER NOT NULL
-                 );
-                 PRAGMA user_version = 3;
-                 COMMIT;",
-            )?;
-        }
+        let path = data_dir.join(DB_FILE);
+        let writer = connect(&path)?;
+        migrate(&writer)?;
+        let read = connect(&path)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(writer, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            read: Mutex::new(read),
+            jobs: Mutex::new(tx),
         })
+    }
+
+    /// Runs `work` on the writer thread in the next batch and waits for that batch's
+    /// commit. `Err` from `work` rolls back what it did, and only that.
+    fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_many(vec![work])
+            .pop()
+            .expect("one result per job")
+    }
+
+    /// Queues several jobs together (they land in the same batch unless it is full)
+    /// and waits for all of them; one result per job.
+    fn write_many<T, W>(&self, works: Vec<W>) -> Vec<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut replies = Vec::with_capacity(works.len());
+        {
+            let jobs = self.jobs.lock();
+            for work in works {
+                let (tx, rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+                let job: Job = Box::new(move |conn| {
+                    let result = work(conn);
+                    let ok = result.is_ok();
+                    let finish: Finish = Box::new(move |commit| {
+                        let _ = tx.send(match commit {
+                            Ok(()) => result,
+                            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+                        });
+                    });
+                    (ok, finish)
+                });
+                let sent = jobs.send(job).is_ok();
+                replies.push(sent.then_some(rx));
+            }
+        }
+        replies
+            .into_iter()
+            .map(|rx| {
+                rx.and_then(|rx| rx.recv().ok()).unwrap_or_else(|| {
+                    Err(StoreError::Unavailable("the store's writer stopped".into()))
+                })
+            })
+            .collect()
     }
 }
 
-fn decode_doc(uri: String, doc: String) -> Result<DocRecord, StoreError> {
-    serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
-        uri,
+fn decode_doc(uri: String, doc: &str) -> Result<DocRecord, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
+        key: uri,
+        reason: e.to_string(),
+    })
+}
+
+fn parse_uri(uri: &str) -> Result<UserUri, StoreError> {
+    UserUri::parse(uri).map_err(|e| StoreError::Corrupt {
+        key: uri.to_string(),
         reason: e.to_string(),
     })
 }
@@ -115,101 +278,154 @@ fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Accoun
 const ACCOUNT_COLUMNS: &str =
     "uri, display_name, password_hash, nt_hash_sealed, created_ms, disabled";
 
-impl Store for SqliteStore {
-    fn load_presentities(&self) -> Result<Vec<DocRecord>, StoreError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT uri, doc FROM presentities")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+/// The compare-and-set of one document, on the writer's connection.
+fn save_doc(
+    conn: &Connection,
+    uri: &str,
+    doc: &str,
+    expected: Revision,
+) -> Result<Revision, StoreError> {
+    let current = conn
+        .prepare_cached("SELECT revision FROM presentities WHERE uri = ?1")?
+        .query_row([uri], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map_or(0, |r| r as Revision);
+    if current != expected {
+        return Err(StoreError::Conflict { current });
+    }
+    let next = current + 1;
+    conn.prepare_cached(
+        "INSERT INTO presentities (uri, revision, doc) VALUES (?1, ?2, ?3)
+         ON CONFLICT(uri) DO UPDATE SET doc = excluded.doc, revision = excluded.revision",
+    )?
+    .execute(params![uri, next as i64, doc])?;
+    Ok(next)
+}
+
+impl DocumentStore for SqliteStore {
+    fn load_all(&self) -> Result<Vec<Versioned<DocRecord>>, StoreError> {
+        let conn = self.read.lock();
+        let mut stmt = conn.prepare("SELECT uri, doc, revision FROM presentities")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
         rows.map(|row| {
-            let (uri, doc) = row?;
-            decode_doc(uri, doc)
+            let (uri, doc, revision) = row?;
+            Ok(Versioned {
+                value: decode_doc(uri, &doc)?,
+                revision: revision as Revision,
+            })
         })
         .collect()
     }
 
-    fn load_presentity(&self, uri: &UserUri) -> Result<Option<DocRecord>, StoreError> {
-        let conn = self.conn.lock();
-        let doc: Option<String> = conn
-            .query_row(
-                "SELECT doc FROM presentities WHERE uri = ?1",
-                [uri.as_str()],
-                |r| r.get(0),
-            )
+    fn load(&self, uri: &UserUri) -> Result<Option<Versioned<DocRecord>>, StoreError> {
+        let conn = self.read.lock();
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT doc, revision FROM presentities WHERE uri = ?1")?
+            .query_row([uri.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        doc.map(|d| decode_doc(uri.to_string(), d)).transpose()
+        row.map(|(doc, revision)| {
+            Ok(Versioned {
+                value: decode_doc(uri.to_string(), &doc)?,
+                revision: revision as Revision,
+            })
+        })
+        .transpose()
     }
 
-    fn save_presentities(&self, records: &[DocRecord]) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO presentities (uri, revision, doc) VALUES (?1, 1, ?2)
-                 ON CONFLICT(uri) DO UPDATE SET doc = excluded.doc, revision = revision + 1",
-            )?;
-            for record in records {
+    fn save(&self, record: &DocRecord, expected: Revision) -> Result<Revision, StoreError> {
+        self.save_many(&[(record.clone(), expected)])
+            .pop()
+            .expect("one result")
+    }
+
+    fn save_many(&self, records: &[(DocRecord, Revision)]) -> Vec<Result<Revision, StoreError>> {
+        let works = records
+            .iter()
+            .map(|(record, expected)| {
+                // Encoded by the caller's thread, so the writer only writes.
                 let doc = serde_json::to_string(record).expect("documents serialise");
-                stmt.execute(params![record.uri.as_str(), doc])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+                let uri = record.uri.to_string();
+                let expected = *expected;
+                move |conn: &Connection| save_doc(conn, &uri, &doc, expected)
+            })
+            .collect();
+        self.write_many(works)
     }
 
-    fn delete_presentity(&self, uri: &UserUri) -> Result<(), StoreError> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM presentities WHERE uri = ?1", [uri.as_str()])?;
-        Ok(())
+    fn delete(&self, uri: &UserUri) -> Result<(), StoreError> {
+        let uri = uri.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM presentities WHERE uri = ?1", [uri])?;
+            Ok(())
+        })
     }
 
-    fn delete_orphan_presentities(&self) -> Result<usize, StoreError> {
-        Ok(self.conn.lock().execute(
-            "DELETE FROM presentities WHERE uri NOT IN (SELECT uri FROM accounts)",
-            [],
-        )?)
+    fn reserve_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        self.write(move |conn| {
+            let start = conn.query_row("SELECT next FROM counters WHERE name = 'ids'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64;
+            let end = start
+                .checked_add(count)
+                .filter(|e| *e < MAX_ID)
+                .ok_or_else(|| StoreError::Unavailable("identifiers exhausted".into()))?;
+            conn.execute(
+                "UPDATE counters SET next = ?1 WHERE name = 'ids'",
+                [end as i64],
+            )?;
+            Ok(start..end)
+        })
+    }
+}
+
+impl AccountStore for SqliteStore {
+    fn insert(&self, a: &Account) -> Result<bool, StoreError> {
+        let a = a.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
+                params![
+                    a.uri.as_str(),
+                    a.display_name,
+                    a.password_hash,
+                    a.nt_hash_sealed,
+                    a.created.millis(),
+                    a.disabled
+                ],
+            )?;
+            Ok(n == 1)
+        })
     }
 
-    fn insert_account(&self, a: &Account) -> Result<bool, StoreError> {
-        let n = self.conn.lock().execute(
-            &format!(
-                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            ),
-            params![
-                a.uri.as_str(),
-                a.display_name,
-                a.password_hash,
-                a.nt_hash_sealed,
-                a.created.millis(),
-                a.disabled
-            ],
-        )?;
-        Ok(n == 1)
+    fn update(&self, a: &Account) -> Result<bool, StoreError> {
+        let a = a.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE accounts SET display_name = ?2, password_hash = ?3, nt_hash_sealed = ?4, disabled = ?5
+                 WHERE uri = ?1",
+                params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed, a.disabled],
+            )?;
+            Ok(n == 1)
+        })
     }
 
-    fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
-        let n = self.conn.lock().execute(
-            "UPDATE accounts SET display_name = ?2, password_hash = ?3, nt_hash_sealed = ?4, disabled = ?5
-             WHERE uri = ?1",
-            params![a.uri.as_str(), a.display_name, a.password_hash, a.nt_hash_sealed, a.disabled],
-        )?;
-        Ok(n == 1)
-    }
-
-    fn account(&self, uri: &UserUri) -> Result<Option<Account>, StoreError> {
-        let conn = self.conn.lock();
+    fn get(&self, uri: &UserUri) -> Result<Option<Account>, StoreError> {
+        let conn = self.read.lock();
         let row = conn
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE uri = ?1"),
-                [uri.as_str()],
-                account_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE uri = ?1"
+            ))?
+            .query_row([uri.as_str()], account_from_row)
             .optional()?;
         Ok(row.map(|(_, a)| a))
     }
 
-    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let conn = self.conn.lock();
+    fn list(&self) -> Result<Vec<Account>, StoreError> {
+        let conn = self.read.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY uri"
         ))?;
@@ -218,115 +434,78 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn delete_account(&self, uri: &UserUri) -> Result<bool, StoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM accounts WHERE uri = ?1", [uri.as_str()])?;
-        tx.execute("DELETE FROM presentities WHERE uri = ?1", [uri.as_str()])?;
-        tx.execute("DELETE FROM sessions WHERE uri = ?1", [uri.as_str()])?;
-        tx.commit()?;
-        Ok(n == 1)
+    fn delete(&self, uri: &UserUri) -> Result<bool, StoreError> {
+        let uri = uri.to_string();
+        self.write(move |conn| Ok(conn.execute("DELETE FROM accounts WHERE uri = ?1", [uri])? == 1))
     }
+}
 
-    fn insert_session(
-        &self,
-        token_hash: &[u8],
-        uri: &UserUri,
-        expires: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.conn.lock().execute(
-            "INSERT INTO sessions (token_hash, uri, expires_ms) VALUES (?1, ?2, ?3)",
-            params![token_hash, uri.as_str(), expires.millis()],
-        )?;
-        Ok(())
-    }
-
-    fn session_account(
-        &self,
-        token_hash: &[u8],
-        now: Timestamp,
-    ) -> Result<Option<Account>, StoreError> {
-        let conn = self.conn.lock();
-        let columns = ACCOUNT_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let row = conn
-            .query_row(
-                &format!(
-                    "SELECT {columns} FROM sessions s JOIN accounts a ON a.uri = s.uri
-                     WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND a.disabled = 0"
-                ),
-                params![token_hash, now.millis()],
-                account_from_row,
-            )
-            .optional()?;
-        Ok(row.map(|(_, a)| a))
-    }
-
-    fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .lock()
-            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
-        Ok(n == 1)
-    }
-
-    fn sync_directory_accounts(
-        &self,
-        users: &[(UserUri, String, bool)],
-        now: Timestamp,
-    ) -> Result<usize, StoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let mut created = 0;
-        {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT OR IGNORE INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, '', x'', ?3, ?4)"
-            ))?;
-            let mut update = tx.prepare_cached(
-                "UPDATE accounts SET display_name = ?2, disabled = ?3 WHERE uri = ?1",
+impl SessionStore for SqliteStore {
+    fn insert(&self, token_hash: &[u8], s: &SessionRecord) -> Result<(), StoreError> {
+        let (hash, uri, expires) = (token_hash.to_vec(), s.uri.to_string(), s.expires.millis());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO sessions (token_hash, uri, expires_ms) VALUES (?1, ?2, ?3)",
+                params![hash, uri, expires],
             )?;
-            let mut end_sessions = tx.prepare_cached("DELETE FROM sessions WHERE uri = ?1")?;
-            for (uri, name, enabled) in users {
-                let n = insert.execute(params![uri.as_str(), name, now.millis(), !enabled])?;
-                if n == 0 {
-                    update.execute(params![uri.as_str(), name, !enabled])?;
-                }
-                created += n;
-                if !enabled {
-                    end_sessions.execute([uri.as_str()])?;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(created)
+            Ok(())
+        })
     }
 
-    fn directory_users(&self) -> Result<Vec<DirectoryUser>, StoreError> {
-        let conn = self.conn.lock();
+    fn get(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
+        let conn = self.read.lock();
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT uri, expires_ms FROM sessions WHERE token_hash = ?1")?
+            .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(uri, expires)| {
+            Ok(SessionRecord {
+                uri: parse_uri(&uri)?,
+                expires: Timestamp::from_millis(expires),
+            })
+        })
+        .transpose()
+    }
+
+    fn delete(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
+        let hash = token_hash.to_vec();
+        self.write(move |conn| {
+            Ok(conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [hash])? == 1)
+        })
+    }
+
+    fn delete_of(&self, uri: &UserUri) -> Result<usize, StoreError> {
+        let uri = uri.to_string();
+        self.write(move |conn| Ok(conn.execute("DELETE FROM sessions WHERE uri = ?1", [uri])?))
+    }
+
+    fn delete_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let now = now.millis();
+        self.write(move |conn| {
+            Ok(conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now])?)
+        })
+    }
+}
+
+impl DirectoryStore for SqliteStore {
+    fn rows(&self) -> Result<Vec<DirectoryUser>, StoreError> {
+        let conn = self.read.lock();
         let mut stmt =
             conn.prepare("SELECT key, uri, dn, fingerprint, enabled FROM directory_users")?;
         let rows = stmt.query_map([], |r| {
-            let uri: String = r.get(1)?;
-            Ok((r.get(0)?, uri, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
         })?;
         rows.map(|row| {
-            let (key, uri, dn, fingerprint, enabled): (
-                String,
-                String,
-                Option<String>,
-                String,
-                bool,
-            ) = row?;
-            let uri = UserUri::parse(&uri).map_err(|e| StoreError::Corrupt {
-                uri: uri.clone(),
-                reason: e.to_string(),
-            })?;
+            let (key, uri, dn, fingerprint, enabled) = row?;
             Ok(DirectoryUser {
                 key,
-                uri,
+                uri: parse_uri(&uri)?,
                 dn,
                 fingerprint,
                 enabled,
@@ -335,54 +514,35 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn directory_dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError> {
-        let conn = self.conn.lock();
+    fn dn(&self, uri: &UserUri) -> Result<Option<String>, StoreError> {
+        let conn = self.read.lock();
         let dn: Option<Option<String>> = conn
-            .query_row(
-                "SELECT dn FROM directory_users WHERE uri = ?1",
-                [uri.as_str()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT dn FROM directory_users WHERE uri = ?1")?
+            .query_row([uri.as_str()], |r| r.get(0))
             .optional()?;
         Ok(dn.flatten())
     }
 
-    fn save_directory_users(&self, rows: &[DirectoryUser]) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut by_uri =
-                tx.prepare_cached("DELETE FROM directory_users WHERE uri = ?1 AND key <> ?2")?;
-            let mut upsert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO directory_users (key, uri, dn, fingerprint, enabled) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for r in rows {
-                by_uri.execute(params![r.uri.as_str(), r.key])?;
-                upsert.execute(params![
-                    r.key,
-                    r.uri.as_str(),
-                    r.dn,
-                    r.fingerprint,
-                    r.enabled
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn delete_sessions_of(&self, uri: &UserUri) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .lock()
-            .execute("DELETE FROM sessions WHERE uri = ?1", [uri.as_str()])?)
-    }
-
-    fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize, StoreError> {
-        Ok(self.conn.lock().execute(
-            "DELETE FROM sessions WHERE expires_ms <= ?1",
-            [now.millis()],
-        )?)
+    fn save_rows(&self, rows: &[DirectoryUser]) -> Result<(), StoreError> {
+        let works: Vec<_> = rows
+            .iter()
+            .cloned()
+            .map(|r| {
+                move |conn: &Connection| {
+                    conn.prepare_cached(
+                        "DELETE FROM directory_users WHERE uri = ?1 AND key <> ?2",
+                    )?
+                    .execute(params![r.uri.as_str(), r.key])?;
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO directory_users (key, uri, dn, fingerprint, enabled)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![r.key, r.uri.as_str(), r.dn, r.fingerprint, r.enabled])?;
+                    Ok(())
+                }
+            })
+            .collect();
+        self.write_many(works).into_iter().collect()
     }
 }
 
@@ -390,6 +550,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use presence_model::Container;
+    use std::sync::Arc;
 
     fn uri(s: &str) -> UserUri {
         UserUri::parse(s).unwrap()
@@ -407,28 +568,128 @@ mod tests {
     }
 
     #[test]
-    fn documents_round_trip_across_reopen() {
+    fn documents_are_compare_and_set_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open(dir.path()).unwrap();
-            s.save_presentities(&[record("a@x.com"), record("b@x.com")])
-                .unwrap();
-            s.save_presentities(&[record("a@x.com")]).unwrap();
+            assert_eq!(s.save(&record("a@x.com"), 0).unwrap(), 1);
+            assert_eq!(s.save(&record("b@x.com"), 0).unwrap(), 1);
+            assert_eq!(s.save(&record("a@x.com"), 1).unwrap(), 2);
+            // A writer that read revision 1 lost the race: nothing is written.
+            let mut stale = record("a@x.com");
+            stale.disabled = true;
+            assert!(matches!(
+                s.save(&stale, 1),
+                Err(StoreError::Conflict { current: 2 })
+            ));
+            assert!(matches!(
+                s.save(&record("a@x.com"), 0),
+                Err(StoreError::Conflict { current: 2 })
+            ));
+            assert!(matches!(
+                s.save(&record("new@x.com"), 3),
+                Err(StoreError::Conflict { current: 0 })
+            ));
         }
         let s = SqliteStore::open(dir.path()).unwrap();
-        let mut all = s.load_presentities().unwrap();
-        all.sort_by(|a, b| a.uri.cmp(&b.uri));
-        assert_eq!(all, vec![record("a@x.com"), record("b@x.com")]);
+        let mut all = s.load_all().unwrap();
+        all.sort_by(|a, b| a.value.uri.cmp(&b.value.uri));
         assert_eq!(
-            s.load_presentity(&uri("b@x.com")).unwrap(),
-            Some(record("b@x.com"))
+            all,
+            vec![
+                Versioned {
+                    value: record("a@x.com"),
+                    revision: 2
+                },
+                Versioned {
+                    value: record("b@x.com"),
+                    revision: 1
+                }
+            ]
         );
-        s.delete_presentity(&uri("b@x.com")).unwrap();
-        assert_eq!(s.load_presentity(&uri("b@x.com")).unwrap(), None);
+        DocumentStore::delete(&s, &uri("b@x.com")).unwrap();
+        assert_eq!(s.load(&uri("b@x.com")).unwrap(), None);
+        assert_eq!(s.save(&record("b@x.com"), 0).unwrap(), 1, "created again");
     }
 
     #[test]
-    fn accounts_crud() {
+    fn concurrent_writers_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let r = record(&format!("u{t}@x.com"));
+                    let mut rev = 0;
+                    for _ in 0..50 {
+                        rev = s.save(&r, rev).unwrap();
+                    }
+                    rev
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 50);
+        }
+        // Sixteen writers on one key: every increment lands exactly once.
+        let hot = record("hot@x.com");
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, hot) = (s.clone(), hot.clone());
+                std::thread::spawn(move || {
+                    let mut done = 0;
+                    while done < 20 {
+                        let rev = s.load(&hot.uri).unwrap().map_or(0, |v| v.revision);
+                        match s.save(&hot, rev) {
+                            Ok(_) => done += 1,
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(s.load(&hot.uri).unwrap().unwrap().revision, 160);
+    }
+
+    #[test]
+    fn one_failed_write_does_not_spoil_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.save(&record("a@x.com"), 0).unwrap();
+        let results = s.save_many(&[
+            (record("a@x.com"), 7),
+            (record("b@x.com"), 0),
+            (record("a@x.com"), 1),
+        ]);
+        assert!(matches!(
+            results[0],
+            Err(StoreError::Conflict { current: 1 })
+        ));
+        assert_eq!(results[1].as_ref().unwrap(), &1);
+        assert_eq!(results[2].as_ref().unwrap(), &2);
+    }
+
+    #[test]
+    fn reserved_ids_never_repeat_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path())
+            .unwrap()
+            .reserve_ids(1024)
+            .unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let second = s.reserve_ids(1024).unwrap();
+        assert_eq!(first.end, second.start);
+        assert_eq!(second.end - second.start, 1024);
+        assert!(second.end < MAX_ID);
+    }
+
+    #[test]
+    fn accounts_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path()).unwrap();
         let mut a = Account {
@@ -439,61 +700,30 @@ mod tests {
             created: Timestamp::from_millis(5),
             disabled: false,
         };
-        assert!(s.insert_account(&a).unwrap());
-        assert!(!s.insert_account(&a).unwrap(), "duplicate insert refused");
+        assert!(AccountStore::insert(&s, &a).unwrap());
+        assert!(
+            !AccountStore::insert(&s, &a).unwrap(),
+            "duplicate insert refused"
+        );
         a.display_name = "Ay".into();
-        assert!(s.update_account(&a).unwrap());
-        assert_eq!(s.account(&a.uri).unwrap(), Some(a.clone()));
-        assert_eq!(s.accounts().unwrap().len(), 1);
-        s.save_presentities(&[record("a@x.com"), record("orphan@x.com")])
-            .unwrap();
-        assert_eq!(
-            s.delete_orphan_presentities().unwrap(),
-            1,
-            "only the document without an account"
-        );
-        assert!(s.load_presentity(&a.uri).unwrap().is_some());
-        s.insert_session(b"h1", &a.uri, Timestamp::from_millis(100))
-            .unwrap();
-        s.insert_session(b"h2", &a.uri, Timestamp::from_millis(10))
-            .unwrap();
-        assert_eq!(
-            s.session_account(b"h1", Timestamp::from_millis(50))
-                .unwrap(),
-            Some(a.clone())
-        );
-        assert_eq!(
-            s.session_account(b"h1", Timestamp::from_millis(100))
-                .unwrap(),
-            None,
-            "expired"
-        );
-        assert_eq!(
-            s.session_account(b"nope", Timestamp::from_millis(0))
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            s.delete_expired_sessions(Timestamp::from_millis(50))
-                .unwrap(),
-            1
-        );
-        assert!(s.delete_session(b"h1").unwrap());
-        assert!(!s.delete_session(b"h1").unwrap());
-        s.insert_session(b"h3", &a.uri, Timestamp::from_millis(100))
-            .unwrap();
-        assert!(s.delete_account(&a.uri).unwrap());
-        assert_eq!(
-            s.session_account(b"h3", Timestamp::from_millis(0)).unwrap(),
-            None,
-            "sessions go with the account"
-        );
-        assert!(!s.delete_account(&a.uri).unwrap());
-        assert_eq!(
-            s.load_presentity(&a.uri).unwrap(),
-            None,
-            "document goes with the account"
-        );
+        assert!(s.update(&a).unwrap());
+        assert_eq!(AccountStore::get(&s, &a.uri).unwrap(), Some(a.clone()));
+        assert_eq!(s.list().unwrap().len(), 1);
+        let session = |ms| SessionRecord {
+            uri: a.uri.clone(),
+            expires: Timestamp::from_millis(ms),
+        };
+        SessionStore::insert(&s, b"h1", &session(100)).unwrap();
+        SessionStore::insert(&s, b"h2", &session(10)).unwrap();
+        assert_eq!(SessionStore::get(&s, b"h1").unwrap(), Some(session(100)));
+        assert_eq!(SessionStore::get(&s, b"nope").unwrap(), None);
+        assert_eq!(s.delete_expired(Timestamp::from_millis(50)).unwrap(), 1);
+        assert!(SessionStore::delete(&s, b"h1").unwrap());
+        assert!(!SessionStore::delete(&s, b"h1").unwrap());
+        SessionStore::insert(&s, b"h3", &session(100)).unwrap();
+        assert_eq!(s.delete_of(&a.uri).unwrap(), 1);
+        assert!(AccountStore::delete(&s, &a.uri).unwrap());
+        assert!(!AccountStore::delete(&s, &a.uri).unwrap());
         assert!(
             !format!("{a:?}").contains("password_hash"),
             "no secrets in Debug"
@@ -511,18 +741,17 @@ mod tests {
             fingerprint: fp.into(),
             enabled: true,
         };
-        s.save_directory_users(&[row("k1", "a@x.com", "1"), row("k2", "b@x.com", "1")])
+        s.save_rows(&[row("k1", "a@x.com", "1"), row("k2", "b@x.com", "1")])
             .unwrap();
-        s.save_directory_users(&[row("k1", "a@x.com", "2")])
-            .unwrap();
+        s.save_rows(&[row("k1", "a@x.com", "2")]).unwrap();
         // A new key for an existing URI (the entry was recreated) replaces the old row.
-        s.save_directory_users(&[row("k3", "b@x.com", "1")])
-            .unwrap();
-        let mut rows = s.directory_users().unwrap();
+        s.save_rows(&[row("k3", "b@x.com", "1")]).unwrap();
+        let mut rows = s.rows().unwrap();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(
             rows,
             vec![row("k1", "a@x.com", "2"), row("k3", "b@x.com", "1")]
         );
+        assert_eq!(s.dn(&uri("b@x.com")).unwrap().as_deref(), Some("cn=k3"));
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Delivery, Engine, EngineConfig, Session};
 use presence_model::{BuiltinAggregator, ContainerId, ExpireType, Publication, UserUri};
-use presence_store::SqliteStore;
+use presence_store::Stores;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,15 @@ pub struct Report {
 pub trait BenchReport {
     fn json(&self) -> String;
     fn table(&self) -> String;
+}
+
+/// A benchmark's figures as a Markdown table, ready for a report.
+pub(crate) fn markdown_table(rows: &[(&str, String)]) -> String {
+    let mut out = String::from("| metric | value |\n|---|---|\n");
+    for (k, v) in rows {
+        out.push_str(&format!("| {k} | {v} |\n"));
+    }
+    out
 }
 
 /// Provisioning batch size (one store transaction each).
@@ -149,7 +158,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<Report> {
         "watchers must be between 1 and presentities - 1"
     );
     let dir = tempfile::tempdir().context("creating a scratch data directory")?;
-    let store = Arc::new(SqliteStore::open(dir.path())?);
+    let store = Stores::sqlite(dir.path())?;
     let config = EngineConfig {
         max_targets_per_subscription: args.watchers.max(1000),
         max_pending_per_subscriber: args.watchers.max(1000) * 4,
@@ -325,11 +334,7 @@ impl BenchReport for Report {
                 format!("{:.1}", self.bytes_per_subscription),
             ),
         ];
-        let mut out = String::from("| metric | value |\n|---|---|\n");
-        for (k, v) in rows {
-            out.push_str(&format!("| {k} | {v} |\n"));
-        }
-        out
+        markdown_table(&rows)
     }
 }
 

@@ -12,7 +12,7 @@ use directory::{DirectoryEntry, DirectoryIndex};
 use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Engine, EngineConfig};
 use presence_model::{BuiltinAggregator, UserUri};
-use presence_store::SqliteStore;
+use presence_store::Stores;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -164,7 +164,10 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns its status.
-async fn read_response(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
+pub(crate) async fn read_response(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<u16> {
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
     let head_end = loop {
@@ -228,7 +231,7 @@ pub async fn run_search(args: SearchArgs) -> Result<SearchReport> {
     // The real API over loopback: an engine that knows every user (for the access
     // checks), and one signed-in caller per connection.
     let dir = tempfile::tempdir().context("creating a scratch data directory")?;
-    let store = Arc::new(SqliteStore::open(dir.path())?);
+    let store = Stores::sqlite(dir.path())?;
     let accounts = Arc::new(accounts::Accounts::open(store.clone(), dir.path())?);
     let engine = Engine::new(
         store.clone(),
@@ -372,10 +375,7 @@ impl BenchReport for SearchReport {
             ),
             ("HTTP errors", format!("{}", self.http_errors)),
         ];
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-            .collect()
+        crate::bench::markdown_table(&rows)
     }
 }
 

@@ -9,7 +9,7 @@ use accounts::Accounts;
 use anyhow::{Context, Result};
 use directory::{DirectoryEntry, DirectoryIndex, Source};
 use presence_engine::{DirectoryUpdate, Engine};
-use presence_store::{DirectoryUser, Store};
+use presence_store::{DirectoryUser, Stores};
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -46,15 +46,15 @@ impl std::fmt::Display for Summary {
 pub struct SyncTarget {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
-    pub store: Arc<dyn Store>,
+    pub stores: Stores,
     /// The search index, rebuilt from the store after a sync that changed anything.
     pub index: Arc<DirectoryIndex>,
 }
 
 /// Fills `index` with the directory users the store knows (the entries as last
 /// synced; only enabled ones are found); returns how many are searchable.
-pub fn load_index(store: &dyn Store, index: &DirectoryIndex) -> Result<usize> {
-    let rows = store.directory_users()?;
+pub fn load_index(stores: &Stores, index: &DirectoryIndex) -> Result<usize> {
+    let rows = stores.directory.rows()?;
     index.replace(
         rows.iter()
             .filter(|r| r.enabled)
@@ -101,8 +101,8 @@ fn progress(done: usize, total: usize) {
 /// that batch to the next sync.
 pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> Result<Summary> {
     let fetched = source.fetch().await.context("reading the directory")?;
-    let store = target.store.clone();
-    let known = tokio::task::spawn_blocking(move || store.directory_users()).await??;
+    let directory = target.stores.directory.clone();
+    let known = tokio::task::spawn_blocking(move || directory.rows()).await??;
     let by_key: HashMap<&str, &DirectoryUser> = known.iter().map(|r| (r.key.as_str(), r)).collect();
     let by_uri: HashMap<&presence_model::UserUri, &DirectoryUser> =
         known.iter().map(|r| (&r.uri, r)).collect();
@@ -188,7 +188,7 @@ pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> R
                     enabled: e.enabled,
                 })
                 .collect();
-            target.store.save_directory_users(&rows)?;
+            target.stores.directory.save_rows(&rows)?;
             Ok(batch.iter().map(|(k, _)| *k).collect())
         })
         .await?;
@@ -213,8 +213,8 @@ pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> R
         }
     }
     if total > 0 || target.index.is_empty() {
-        let (store, index) = (target.store.clone(), target.index.clone());
-        tokio::task::spawn_blocking(move || load_index(store.as_ref(), &index)).await??;
+        let (stores, index) = (target.stores.clone(), target.index.clone());
+        tokio::task::spawn_blocking(move || load_index(&stores, &index)).await??;
     }
     Ok(summary)
 }
@@ -222,13 +222,13 @@ pub async fn run(target: &SyncTarget, source: &Source, show_progress: bool) -> R
 /// `presenced directory import|sync`: one sync in this process, refused while a server
 /// holds the data directory (a running server syncs by itself).
 pub async fn one_shot(config: &crate::config::Config, source: Source) -> Result<Summary> {
-    let _lock = crate::server::lock_data_dir(&config.server.data_dir)
+    let _lock = crate::startup::lock_data_dir(&config.server.data_dir)
         .context("a running server syncs the directory itself ([directory] sync_interval)")?;
-    let services = crate::server::open(config)?;
+    let services = crate::startup::open(config)?;
     let target = SyncTarget {
         engine: services.engine,
         accounts: services.accounts,
-        store: services.store,
+        stores: services.stores,
         index: services.directory,
     };
     run(&target, &source, true).await

@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use presenced::bench::{BenchReport, FanoutArgs, run_fanout};
+use presenced::bench_publish::{PublishArgs, run_publish};
 use presenced::bench_search::{SearchArgs, run_search};
 use presenced::config::Config;
 use presenced::{server, users};
@@ -92,11 +93,13 @@ struct DataDir {
 }
 
 impl DataDir {
-    fn resolve(&self) -> Result<PathBuf> {
-        match &self.data_dir {
-            Some(d) => Ok(d.clone()),
-            None => Ok(Config::load(self.config.as_deref())?.server.data_dir),
+    /// The configuration file's settings, with the data directory given here.
+    fn config(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            config.server.data_dir = d.clone();
         }
+        Ok(config)
     }
 }
 
@@ -145,6 +148,20 @@ enum BenchCommand {
         publications: usize,
         #[arg(long, default_value_t = 2)]
         publishers: usize,
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Durable publications from many users at once: in-process and over HTTP.
+    Publish {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        /// Writers in flight at once (threads in-process, connections over HTTP).
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Duration of each of the two runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -223,18 +240,18 @@ async fn main() -> Result<()> {
                     password_stdin,
                     dir,
                 } => users::add(
-                    &dir.resolve()?,
+                    &dir.config()?,
                     &user,
                     display_name.as_deref(),
                     password_stdin,
                 ),
-                UserCommand::List { dir } => users::list(&dir.resolve()?),
+                UserCommand::List { dir } => users::list(&dir.config()?),
                 UserCommand::Passwd {
                     user,
                     password_stdin,
                     dir,
-                } => users::passwd(&dir.resolve()?, &user, password_stdin),
-                UserCommand::Remove { user, dir } => users::remove(&dir.resolve()?, &user),
+                } => users::passwd(&dir.config()?, &user, password_stdin),
+                UserCommand::Remove { user, dir } => users::remove(&dir.config()?, &user),
             })
             .await?
         }
@@ -242,8 +259,7 @@ async fn main() -> Result<()> {
             let dir = match &cmd {
                 DirectoryCommand::Import { dir, .. } | DirectoryCommand::Sync { dir } => dir,
             };
-            let mut config = Config::load(dir.config.as_deref())?;
-            config.server.data_dir = dir.resolve()?;
+            let config = dir.config()?;
             let source = match &cmd {
                 DirectoryCommand::Import { file, .. } => {
                     let attributes = config
@@ -282,6 +298,21 @@ async fn main() -> Result<()> {
                 watchers,
                 publications,
                 publishers,
+            })
+            .await?;
+            print_report(&report, json);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Publish {
+            users,
+            writers,
+            seconds,
+            json,
+        }) => {
+            let report = run_publish(PublishArgs {
+                users,
+                writers,
+                seconds,
             })
             .await?;
             print_report(&report, json);

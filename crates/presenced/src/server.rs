@@ -5,85 +5,13 @@ use crate::config::Config;
 use crate::config::{Listen, PasswordSource};
 use crate::demo;
 use crate::directory_sync::{self, SyncTarget};
+use crate::startup;
 use accounts::Accounts;
 use anyhow::{Context, Result};
 use http_api::{AppState, PasswordCheck};
-use presence_engine::{Engine, EngineError};
-use presence_model::BuiltinAggregator;
-use presence_store::{SqliteStore, Store};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// The store, accounts, engine and directory search index of one data directory.
-pub struct Services {
-    pub engine: Engine,
-    pub accounts: Arc<Accounts>,
-    pub store: Arc<dyn Store>,
-    pub directory: Arc<directory::DirectoryIndex>,
-}
-
-/// Name of the lock file a server (or a one-shot directory sync) holds in the data
-/// directory, so two processes never run engines on the same data.
-pub const LOCK_FILE: &str = "presenced.lock";
-
-/// Takes the data directory's lock; fails at once if another process holds it.
-pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another presenced process (a running server?) is using {}",
-            dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
-    }
-}
-
-pub fn open_accounts(data_dir: &Path) -> Result<(Arc<SqliteStore>, Arc<Accounts>)> {
-    let store = Arc::new(
-        SqliteStore::open(data_dir)
-            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    );
-    let accounts = Arc::new(Accounts::open(store.clone(), data_dir)?);
-    Ok((store, accounts))
-}
-
-pub fn open(config: &Config) -> Result<Services> {
-    let (store, accounts) = open_accounts(&config.server.data_dir)?;
-    let orphans = store.delete_orphan_presentities()?;
-    if orphans > 0 {
-        tracing::info!(orphans, "removed presence data of deleted users");
-    }
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(BuiltinAggregator),
-        config.engine_config(),
-    )
-    .map_err(|e: EngineError| anyhow::anyhow!(e))
-    .context("loading presence data")?;
-    let directory = Arc::new(directory::DirectoryIndex::with_query_budget(
-        config.limits.directory_query_burst,
-        config.limits.directory_queries_per_second,
-    ));
-    let loaded = directory_sync::load_index(store.as_ref(), &directory)?;
-    if loaded > 0 {
-        tracing::info!(users = loaded, "directory search index loaded");
-    }
-    Ok(Services {
-        engine,
-        accounts,
-        store,
-        directory,
-    })
-}
 
 /// Syncs the directory now and then every `interval`. A failed sync (directory
 /// unreachable, bad credentials) changes nothing and is tried again at the next tick.
@@ -179,8 +107,8 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
             "--demo seeds users with a known password and only listens on loopback addresses"
         );
     }
-    let _lock = lock_data_dir(&config.server.data_dir)?;
-    let services = open(&config)?;
+    let _lock = startup::lock_data_dir(&config.server.data_dir)?;
+    let services = startup::open(&config)?;
     let passwords = match config.auth.password_source {
         PasswordSource::Local => PasswordCheck::Local,
         PasswordSource::Ldap => {
@@ -198,7 +126,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
             let target = SyncTarget {
                 engine: services.engine.clone(),
                 accounts: services.accounts.clone(),
-                store: services.store.clone(),
+                stores: services.stores.clone(),
                 index: services.directory.clone(),
             };
             Some(tokio::spawn(periodic_sync(

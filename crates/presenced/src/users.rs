@@ -1,10 +1,10 @@
 //! `presenced user ...`: account administration, with or without a running server.
 
-use crate::server::open_accounts;
+use crate::config::Config;
+use crate::startup::open_accounts;
 use anyhow::{Context, Result, bail};
 use presence_model::UserUri;
 use std::io::Read;
-use std::path::Path;
 
 fn read_password_stdin() -> Result<String> {
     let mut buf = String::new();
@@ -21,7 +21,7 @@ fn read_password_stdin() -> Result<String> {
 }
 
 pub fn add(
-    data_dir: &Path,
+    config: &Config,
     user: &str,
     display_name: Option<&str>,
     password_stdin: bool,
@@ -31,35 +31,35 @@ pub fn add(
     }
     let uri = UserUri::parse(user)?;
     let password = read_password_stdin()?;
-    let (_, accounts) = open_accounts(data_dir)?;
+    let (_, accounts) = open_accounts(config)?;
     let name = display_name.unwrap_or_else(|| uri.as_str().split('@').next().unwrap_or_default());
     accounts.add(&uri, name, &password)?;
     println!("added {uri}");
     Ok(())
 }
 
-pub fn passwd(data_dir: &Path, user: &str, password_stdin: bool) -> Result<()> {
+pub fn passwd(config: &Config, user: &str, password_stdin: bool) -> Result<()> {
     if !password_stdin {
         bail!("pass the password on standard input with --password-stdin");
     }
     let uri = UserUri::parse(user)?;
     let password = read_password_stdin()?;
-    let (_, accounts) = open_accounts(data_dir)?;
+    let (_, accounts) = open_accounts(config)?;
     accounts.set_password(&uri, &password)?;
     println!("password changed for {uri}");
     Ok(())
 }
 
-pub fn remove(data_dir: &Path, user: &str) -> Result<()> {
+pub fn remove(config: &Config, user: &str) -> Result<()> {
     let uri = UserUri::parse(user)?;
-    let (_, accounts) = open_accounts(data_dir)?;
+    let (_, accounts) = open_accounts(config)?;
     accounts.remove(&uri)?;
     println!("removed {uri}");
     Ok(())
 }
 
-pub fn list(data_dir: &Path) -> Result<()> {
-    let (_, accounts) = open_accounts(data_dir)?;
+pub fn list(config: &Config) -> Result<()> {
+    let (_, accounts) = open_accounts(config)?;
     for a in accounts.list()? {
         let state = if a.disabled { "\tdisabled" } else { "" };
         println!(

@@ -6,7 +6,7 @@ use crate::{SipConfig, SipContext};
 use accounts::Accounts;
 use presence_engine::{Engine, EngineConfig};
 use presence_model::{BuiltinAggregator, UserUri};
-use presence_store::SqliteStore;
+use presence_store::Stores;
 use sip_proto::{Limits, Message, Method, Parsed, StartLine, parse};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ impl Fixture {
 
     pub fn with_config(users: &[&str], config: SipConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store = Stores::sqlite(dir.path()).unwrap();
         let engine = Engine::new(
             store.clone(),
             Arc::new(BuiltinAggregator),

@@ -20,7 +20,7 @@ async fn change<T: Send + 'static>(
     state: &AppState,
     auth: &AuthUser,
     contact: Option<UserUri>,
-    f: impl FnOnce(&mut ContactList) -> Result<T, ContactError> + Send + 'static,
+    f: impl FnMut(&mut ContactList) -> Result<T, ContactError> + Send + 'static,
 ) -> Result<(T, ContactList), ApiError> {
     let engine = state.engine.clone();
     let user = auth.info.uri.clone();
@@ -58,7 +58,7 @@ pub async fn put_contact(
     let contact = uri.clone();
     let (_, list) = change(&state, &auth, Some(uri), move |l| {
         l.set_contact(
-            contact,
+            contact.clone(),
             &body.name,
             &body.groups,
             body.subscribed.unwrap_or(true),

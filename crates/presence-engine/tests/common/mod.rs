@@ -5,7 +5,7 @@
 use presence_engine::{CategoryView, Delivery, Engine, EngineConfig, SelfUpdate, Subscriber};
 use presence_model::summary::summarize;
 use presence_model::{BuiltinAggregator, ContainerId, ExpireType, Publication, UserUri};
-use presence_store::SqliteStore;
+use presence_store::Stores;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +55,8 @@ impl Fixture {
 }
 
 pub fn open_engine(dir: &Path, config: EngineConfig) -> Engine {
-    let store = SqliteStore::open(dir).expect("open store");
-    Engine::new(Arc::new(store), Arc::new(BuiltinAggregator), config).expect("engine")
+    let stores = Stores::sqlite(dir).expect("open store");
+    Engine::new(stores, Arc::new(BuiltinAggregator), config).expect("engine")
 }
 
 pub fn state_xml(kind: &str, availability: u32) -> String {

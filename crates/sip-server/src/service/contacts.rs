@@ -24,21 +24,21 @@ pub(crate) async fn change(
     };
     let (group, _) = conn
         .blocking(move || {
-            engine.change_contacts(&user, contact.as_ref(), move |l| match request.op {
+            engine.change_contacts(&user, contact.as_ref(), move |l| match &request.op {
                 SoapRequest::SetContact {
                     uri,
                     name,
                     groups,
                     subscribed,
                 } => l
-                    .set_contact(uri, &name, &groups, subscribed, delta)
+                    .set_contact(uri.clone(), name, groups, *subscribed, delta)
                     .map(|_| None),
-                SoapRequest::DeleteContact { uri } => l.delete_contact(&uri, delta).map(|_| None),
-                SoapRequest::AddGroup { name } => l.add_group(&name, delta).map(Some),
+                SoapRequest::DeleteContact { uri } => l.delete_contact(uri, delta).map(|_| None),
+                SoapRequest::AddGroup { name } => l.add_group(name, delta).map(Some),
                 SoapRequest::ModifyGroup { id, name } => {
-                    l.rename_group(id, &name, delta).map(|_| None)
+                    l.rename_group(*id, name, delta).map(|_| None)
                 }
-                SoapRequest::DeleteGroup { id } => l.delete_group(id, delta).map(|_| None),
+                SoapRequest::DeleteGroup { id } => l.delete_group(*id, delta).map(|_| None),
             })
         })
         .await?;
