@@ -2,7 +2,7 @@
 
 use crate::presentity::OnFailure;
 use crate::timers::{self, TimerKey};
-use crate::{Engine, EngineError, Session, Subscriber, fanout, session};
+use crate::{Engine, EngineError, Session, Subscriber, session};
 use presence_model::document::ChangeSet;
 use presence_model::{EndpointId, Timestamp, UserUri};
 use std::sync::Arc;
@@ -88,13 +88,25 @@ impl Engine {
                 deadline: None,
             },
         );
-        {
-            let mut state = cell.state.lock();
-            state.endpoints.push(id);
-            if state.endpoints.len() == 1 {
-                let mut changes = ChangeSet::default();
-                state.doc.reaggregate(&self.ctx(true), &mut changes);
-                fanout::fan_out(&mut state, &changes);
+        let node = self.inner.node.clone();
+        let registered = self.write(user, OnFailure::Undo, |state, ctx| {
+            let changes = state.doc.register(id, &node, ctx);
+            if !state.endpoints.contains(&id) {
+                state.endpoints.push(id);
+            }
+            Ok((state.endpoints.len() == 1, changes))
+        });
+        match registered {
+            Ok(first) => {
+                if let (true, Some(r)) = (first, self.replication()) {
+                    r.endpoints_here(user, true);
+                }
+            }
+            Err(e) => {
+                // Undone: the endpoint never existed.
+                self.inner.endpoints.lock().remove(&id);
+                cell.state.lock().endpoints.retain(|x| *x != id);
+                return Err(e);
             }
         }
         self.inner.metrics.endpoints.inc();
@@ -143,22 +155,69 @@ impl Engine {
         }
         let result = self.write(&entry.user, OnFailure::Keep, |state, ctx| {
             state.endpoints.retain(|e| *e != id);
-            let online = !state.endpoints.is_empty();
-            let ctx = presence_model::document::Ctx { online, ..*ctx };
-            let changes = state.doc.remove_endpoint(id, &ctx);
-            self.inner
-                .metrics
-                .expired
-                .add(changes.categories.len() as u64);
-            Ok(((), changes))
+            let changes = self.unregister(state, id, ctx);
+            Ok((state.endpoints.is_empty(), changes))
         });
+        if let (Ok(true), Some(r)) = (&result, self.replication()) {
+            r.endpoints_here(&entry.user, false);
+        }
         match result {
-            Ok(()) | Err(EngineError::UnknownUser(_)) => {}
+            Ok(_) | Err(EngineError::UnknownUser(_)) => {}
             // The in-memory state is right and watchers were told; the store
             // catches up with the next durable write of this user.
             Err(e) => tracing::error!(user = %entry.user, error = %e, "cannot store sign-out"),
         }
         true
+    }
+
+    /// Removes one registration and what dies with it; the user goes offline with
+    /// their last endpoint on any node.
+    fn unregister(
+        &self,
+        state: &mut crate::PresentityState,
+        id: EndpointId,
+        ctx: &presence_model::document::Ctx<'_>,
+    ) -> ChangeSet {
+        let online = state.doc.registrations().any(|(e, _)| e != id);
+        let ctx = presence_model::document::Ctx { online, ..*ctx };
+        let changes = state.doc.remove_endpoint(id, &ctx);
+        self.inner
+            .metrics
+            .expired
+            .add(changes.categories.len() as u64);
+        changes
+    }
+
+    /// Removes the endpoints that node `node` held for `users` (a node that died or
+    /// restarted: its connections are gone). Idempotent, so several surviving nodes
+    /// may do it at once. Returns how many endpoints were removed.
+    pub fn remove_node_endpoints(
+        &self,
+        node: &str,
+        users: &[UserUri],
+    ) -> Result<usize, EngineError> {
+        let mut removed = 0;
+        for user in users {
+            let result = self.write(user, OnFailure::Undo, |state, ctx| {
+                let gone: Vec<EndpointId> = state
+                    .doc
+                    .registrations()
+                    .filter(|(_, n)| *n == node)
+                    .map(|(e, _)| e)
+                    .collect();
+                let mut changes = ChangeSet::default();
+                for id in &gone {
+                    changes.merge(self.unregister(state, *id, ctx));
+                }
+                Ok((gone.len(), changes))
+            });
+            match result {
+                Ok(n) => removed += n,
+                Err(EngineError::UnknownUser(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// Handles one due timer (it may wait for the store: run it off the async

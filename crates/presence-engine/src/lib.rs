@@ -37,9 +37,9 @@ pub(crate) use presentity::{Edge, PresentityState};
 
 use metrics::Metrics;
 use parking_lot::{Mutex, RwLock};
-use presence_model::document::{Ctx, Stamper};
+use presence_model::document::{Ctx, RecordScope, Stamper};
 use presence_model::{Aggregator, EndpointId, PresentityDoc, Timestamp, UserUri};
-use presence_store::Stores;
+use presence_store::{Revision, Stores};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub federated_domains: Vec<String>,
     /// External domains whose users count as `publicCloud`.
     pub public_cloud_domains: Vec<String>,
+    /// This node's id when the store is shared by a cluster (`None`: a single
+    /// server). A shared store keeps whole documents, endpoint data included, and
+    /// is read lazily rather than loaded at start.
+    pub cluster_node: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -68,12 +72,31 @@ impl Default for EngineConfig {
             max_subscriptions_per_endpoint: 64,
             federated_domains: Vec::new(),
             public_cloud_domains: Vec::new(),
+            cluster_node: None,
         }
     }
 }
 
+/// How a cluster node tells the others about the documents it saves, and learns of
+/// theirs (the server's cluster layer implements it over NATS). Called with a
+/// presentity's lock held: implementations must only queue work.
+pub trait Replication: Send + Sync + 'static {
+    /// This node saved `uri`'s document at `revision`.
+    fn saved(&self, uri: &UserUri, revision: Revision);
+    /// This node holds `uri` in memory from now on and must hear of changes others
+    /// make (then call [`Engine::remote_saved`]).
+    fn follow(&self, uri: &UserUri);
+    /// `uri` has endpoints on this node (`true`) or no longer has any (`false`).
+    fn endpoints_here(&self, uri: &UserUri, any: bool);
+}
+
 pub(crate) struct Inner {
     stores: Stores,
+    /// What a saved record holds: the durable part, or everything (cluster).
+    scope: RecordScope,
+    /// The node holding this process's endpoints (named in their registrations).
+    node: Arc<str>,
+    replication: std::sync::OnceLock<Arc<dyn Replication>>,
     aggregator: Arc<dyn Aggregator>,
     config: EngineConfig,
     presentities: RwLock<HashMap<UserUri, Arc<PresentityCell>>>,
@@ -109,9 +132,21 @@ impl Engine {
         aggregator: Arc<dyn Aggregator>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
-        let records = stores.documents.load_all()?;
+        let (scope, node) = match &config.cluster_node {
+            Some(node) => (RecordScope::Shared, node.clone()),
+            None => (RecordScope::Durable, "local".to_string()),
+        };
+        // A single server holds every presentity; a cluster node loads those it
+        // needs when it first needs them.
+        let records = match scope {
+            RecordScope::Durable => stores.documents.load_all()?,
+            RecordScope::Shared => Vec::new(),
+        };
         let inner = Arc::new(Inner {
             stores,
+            scope,
+            node: Arc::from(node),
+            replication: std::sync::OnceLock::new(),
             aggregator,
             config,
             presentities: RwLock::new(HashMap::new()),
@@ -147,6 +182,17 @@ impl Engine {
         if let Some(max) = doc.instances().map(|i| i.seq).max() {
             self.inner.seq.fetch_max(max, Ordering::Relaxed);
         }
+    }
+
+    /// Connects the engine to its cluster (once, before it serves anyone).
+    pub fn set_replication(&self, replication: Arc<dyn Replication>) {
+        if self.inner.replication.set(replication).is_err() {
+            tracing::warn!("replication was already set");
+        }
+    }
+
+    pub(crate) fn replication(&self) -> Option<&Arc<dyn Replication>> {
+        self.inner.replication.get()
     }
 
     /// Deadlines waiting in the timer heap.

@@ -10,7 +10,7 @@
 use crate::{Engine, EngineError, fanout, session, timers::TimerKey};
 use parking_lot::Mutex;
 use presence_model::acl::View;
-use presence_model::document::{ChangeSet, Ctx, DocRecord};
+use presence_model::document::{ChangeSet, Ctx, DocRecord, RecordScope};
 use presence_model::{EndpointId, PresentityDoc, UserUri};
 use presence_store::{Revision, StoreError, Versioned};
 use std::sync::Arc;
@@ -64,6 +64,9 @@ struct Applied<T> {
 
 impl Engine {
     pub(crate) fn cell(&self, doc: PresentityDoc, revision: Revision) -> Arc<PresentityCell> {
+        if let Some(r) = self.replication() {
+            r.follow(doc.uri());
+        }
         Arc::new(PresentityCell {
             uri: doc.uri().clone(),
             state: Mutex::new(PresentityState {
@@ -108,7 +111,10 @@ impl Engine {
             .into_iter()
             .filter(|d| !map.contains_key(d.uri()))
             .collect();
-        let records: Vec<_> = fresh.iter().map(|d| (d.to_record(), 0)).collect();
+        let records: Vec<_> = fresh
+            .iter()
+            .map(|d| (d.to_record(self.inner.scope), 0))
+            .collect();
         let results = self.inner.stores.documents.save_many(&records);
         let mut first_error = None;
         for (doc, result) in fresh.into_iter().zip(results) {
@@ -228,11 +234,11 @@ impl Engine {
     ) -> Result<T, EngineError> {
         loop {
             let applied = self.apply(state, on_failure, &mut op)?;
-            let saved = applied.changes.durable.then(|| {
+            let saved = self.must_save(&applied.changes).then(|| {
                 self.inner
                     .stores
                     .documents
-                    .save(&state.doc.to_record(), state.revision)
+                    .save(&state.doc.to_record(self.inner.scope), state.revision)
             });
             if let Some(out) = self.settle(state, applied, saved, attempt)? {
                 return Ok(out);
@@ -248,7 +254,7 @@ impl Engine {
         op: &mut impl FnMut(&mut PresentityState, &Ctx<'_>) -> Result<(T, ChangeSet), EngineError>,
     ) -> Result<Applied<T>, EngineError> {
         let backup = (on_failure == OnFailure::Undo).then(|| state.doc.clone());
-        let online = !state.endpoints.is_empty();
+        let online = state.doc.is_online();
         let (out, changes) = op(state, &self.ctx(online))?;
         Ok(Applied {
             out,
@@ -269,7 +275,12 @@ impl Engine {
     ) -> Result<Option<T>, EngineError> {
         match saved {
             None => {}
-            Some(Ok(revision)) => state.revision = revision,
+            Some(Ok(revision)) => {
+                state.revision = revision;
+                if let Some(r) = self.replication() {
+                    r.saved(state.doc.uri(), revision);
+                }
+            }
             Some(Err(e)) => {
                 let kept = applied.backup.is_none();
                 if let Some(backup) = applied.backup {
@@ -291,6 +302,27 @@ impl Engine {
         Ok(Some(applied.out))
     }
 
+    /// Whether a change goes to the store: durable data always; what only a running
+    /// server keeps, when the store is shared by a cluster.
+    fn must_save(&self, changes: &ChangeSet) -> bool {
+        changes.durable || (self.inner.scope == RecordScope::Shared && changes.live)
+    }
+
+    /// Another node saved `uri` at `revision`: a presentity held here that is older
+    /// takes in the stored document and tells its watchers.
+    pub fn remote_saved(&self, uri: &UserUri, revision: Revision) {
+        let Some(cell) = self.inner.presentities.read().get(uri).cloned() else {
+            return;
+        };
+        let mut state = cell.state.lock();
+        if state.revision >= revision {
+            return;
+        }
+        if let Err(e) = self.refresh(&mut state) {
+            tracing::warn!(user = %uri, error = %e, "cannot read a document another node saved");
+        }
+    }
+
     /// Takes in the stored document (written by someone else since this one was
     /// read) and tells watchers what that changed.
     pub(crate) fn refresh(&self, state: &mut PresentityState) -> Result<(), EngineError> {
@@ -298,8 +330,10 @@ impl Engine {
         let Some(stored) = self.inner.stores.documents.load(&uri)? else {
             return Err(EngineError::UnknownUser(uri));
         };
-        let online = !state.endpoints.is_empty();
-        let changes = state.doc.rebase(stored.value, &self.ctx(online));
+        let online = state.doc.is_online();
+        let changes = state
+            .doc
+            .rebase(stored.value, self.inner.scope, &self.ctx(online));
         state.revision = stored.revision;
         self.observe_seq(&state.doc);
         self.schedule_expiry(&state.doc);
@@ -335,8 +369,8 @@ impl Engine {
             .iter()
             .zip(&applied)
             .enumerate()
-            .filter(|(_, (_, a))| a.changes.durable)
-            .map(|(k, ((_, s), _))| (k, (s.doc.to_record(), s.revision)))
+            .filter(|(_, (_, a))| self.must_save(&a.changes))
+            .map(|(k, ((_, s), _))| (k, (s.doc.to_record(self.inner.scope), s.revision)))
             .collect();
         let records: Vec<_> = writes.iter().map(|(_, w)| w.clone()).collect();
         let mut saved: Vec<Option<Result<Revision, StoreError>>> =

@@ -60,6 +60,10 @@ pub struct ChangeSet {
     pub contacts: bool,
     /// Something the store keeps changed.
     pub durable: bool,
+    /// Something only a running server keeps changed (endpoint-bound instances,
+    /// server-written user-bound ones, endpoint registrations). A cluster stores
+    /// these too, so that every node sees them.
+    pub live: bool,
 }
 
 impl ChangeSet {
@@ -76,12 +80,14 @@ impl ChangeSet {
         self.subscribers |= other.subscribers;
         self.contacts |= other.contacts;
         self.durable |= other.durable;
+        self.live |= other.live;
     }
 
     fn touch(&mut self, inst: &CategoryInstance) {
         self.categories
             .insert((inst.key.container, inst.key.category.clone()));
         self.durable |= inst.is_durable();
+        self.live |= !inst.is_durable();
     }
 
     /// The distinct category names that changed.
@@ -102,6 +108,28 @@ pub struct DocRecord {
     /// The directory disabled the user: watchers see the identity card only.
     #[serde(default)]
     pub disabled: bool,
+    /// Live endpoints and the node holding each; stored only in the shared form
+    /// (cluster mode), where every node must know whether the user is online.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrations: Vec<Registration>,
+}
+
+/// A live endpoint of the user and the server node that holds its connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub endpoint: EndpointId,
+    pub node: String,
+}
+
+/// Which part of a document a store record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordScope {
+    /// What survives a restart of a single server: no endpoint-bound data, no
+    /// registrations (clients register again).
+    Durable,
+    /// Everything, for a store that several nodes share: endpoint-bound instances
+    /// and registrations too, each owned by the node holding its endpoint.
+    Shared,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,6 +144,7 @@ pub struct PresentityDoc {
     subscribers: Vec<SubscriberEntry>,
     contacts: ContactList,
     disabled: bool,
+    registrations: BTreeMap<EndpointId, Arc<str>>,
 }
 
 /// A category name: an XML-name-like token of at most [`MAX_CATEGORY_NAME_BYTES`].
@@ -141,13 +170,14 @@ impl PresentityDoc {
             subscribers: Vec::new(),
             contacts: ContactList::default(),
             disabled: false,
+            registrations: BTreeMap::new(),
         };
         doc.ensure_fixed_outputs(ctx);
         doc
     }
 
-    /// Rebuilds a document from the store. Endpoint data is never stored, so a restored
-    /// user is offline until an endpoint signs in.
+    /// Rebuilds a document from the store. A [`RecordScope::Durable`] record holds no
+    /// endpoint data, so such a restored user is offline until an endpoint signs in.
     pub fn restore(record: DocRecord, ctx: &Ctx<'_>) -> Self {
         let mut doc = PresentityDoc {
             uri: record.uri,
@@ -160,24 +190,37 @@ impl PresentityDoc {
             subscribers: record.subscribers,
             contacts: record.contacts,
             disabled: record.disabled,
+            registrations: record
+                .registrations
+                .into_iter()
+                .map(|r| (r.endpoint, Arc::from(r.node)))
+                .collect(),
         };
         doc.ensure_fixed_outputs(ctx);
         doc
     }
 
-    /// Takes the stored record another writer made in place of this document's
-    /// durable part, keeping the instances that live only here (endpoint-bound ones,
-    /// server-written user-bound ones), and reruns aggregation. Returns what changed,
-    /// for watchers; `durable` is false (the record is what the store holds).
-    pub fn rebase(&mut self, record: DocRecord, ctx: &Ctx<'_>) -> ChangeSet {
+    /// Takes the stored record another writer made in place of this document. A
+    /// [`RecordScope::Durable`] record replaces the durable part only: the instances
+    /// and registrations that live only here are kept. A [`RecordScope::Shared`] one
+    /// replaces everything. Aggregation reruns. Returns what changed, for watchers;
+    /// `durable` and `live` are false (the record is what the store holds).
+    pub fn rebase(&mut self, record: DocRecord, scope: RecordScope, ctx: &Ctx<'_>) -> ChangeSet {
         let mut next = PresentityDoc::restore(record, ctx);
-        for (key, inst) in &self.instances {
-            if !inst.is_durable() && !next.instances.contains_key(key) {
-                next.instances.insert(key.clone(), inst.clone());
+        if scope == RecordScope::Durable {
+            for (key, inst) in &self.instances {
+                if !inst.is_durable() && !next.instances.contains_key(key) {
+                    next.instances.insert(key.clone(), inst.clone());
+                }
             }
+            next.registrations = self.registrations.clone();
         }
         let mut changes = ChangeSet::default();
-        next.reaggregate(ctx, &mut changes);
+        let ctx = Ctx {
+            online: next.is_online(),
+            ..*ctx
+        };
+        next.reaggregate(&ctx, &mut changes);
         let keys: BTreeSet<&InstanceKey> =
             self.instances.keys().chain(next.instances.keys()).collect();
         for key in keys {
@@ -201,24 +244,66 @@ impl PresentityDoc {
         changes.subscribers = self.subscribers != next.subscribers;
         changes.contacts = self.contacts != next.contacts;
         changes.durable = false;
+        changes.live = false;
         *self = next;
         changes
     }
 
-    pub fn to_record(&self) -> DocRecord {
+    pub fn to_record(&self, scope: RecordScope) -> DocRecord {
+        let shared = scope == RecordScope::Shared;
         DocRecord {
             uri: self.uri.clone(),
             containers: self.containers.values().cloned().collect(),
             instances: self
                 .instances
                 .values()
-                .filter(|i| i.is_durable())
+                .filter(|i| shared || i.is_durable())
                 .cloned()
                 .collect(),
             subscribers: self.subscribers.clone(),
             contacts: self.contacts.clone(),
             disabled: self.disabled,
+            registrations: if shared {
+                self.registrations
+                    .iter()
+                    .map(|(endpoint, node)| Registration {
+                        endpoint: *endpoint,
+                        node: node.to_string(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// Whether the user has a live endpoint on any node.
+    pub fn is_online(&self) -> bool {
+        !self.registrations.is_empty()
+    }
+
+    /// The live endpoints and the node holding each.
+    pub fn registrations(&self) -> impl Iterator<Item = (EndpointId, &str)> {
+        self.registrations.iter().map(|(e, n)| (*e, &**n))
+    }
+
+    /// A new live endpoint held by `node`. The user's first one reruns aggregation
+    /// (the user comes online).
+    pub fn register(&mut self, endpoint: EndpointId, node: &str, ctx: &Ctx<'_>) -> ChangeSet {
+        let mut changes = ChangeSet {
+            live: true,
+            ..Default::default()
+        };
+        let first = self.registrations.is_empty();
+        self.registrations.insert(endpoint, Arc::from(node));
+        if first {
+            let ctx = Ctx {
+                online: true,
+                ..*ctx
+            };
+            self.reaggregate(&ctx, &mut changes);
+        }
+        changes
     }
 
     fn ensure_fixed_outputs(&mut self, ctx: &Ctx<'_>) {
@@ -675,11 +760,14 @@ impl PresentityDoc {
         input_changed
     }
 
-    /// An endpoint went away: its endpoint-bound instances die; if it was the user's
-    /// last endpoint (`ctx.online == false`) the user-bound ones die too. Aggregation
-    /// reruns either way.
+    /// An endpoint went away: its registration and endpoint-bound instances die; if
+    /// it was the user's last endpoint (`ctx.online == false`) the user-bound ones die
+    /// too. Aggregation reruns either way.
     pub fn remove_endpoint(&mut self, endpoint: EndpointId, ctx: &Ctx<'_>) -> ChangeSet {
-        let mut changes = ChangeSet::default();
+        let mut changes = ChangeSet {
+            live: self.registrations.remove(&endpoint).is_some(),
+            ..Default::default()
+        };
         let online = ctx.online;
         self.remove_where(
             |i| match i.expiry {

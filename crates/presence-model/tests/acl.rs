@@ -49,7 +49,7 @@ fn force_members(
     clock: &TestClock,
     forced: &[(u64, Vec<Member>)],
 ) -> PresentityDoc {
-    let mut record = doc.to_record();
+    let mut record = doc.to_record(presence_model::document::RecordScope::Durable);
     for (id, members) in forced {
         match record.containers.iter_mut().find(|c| c.id == cid(*id)) {
             Some(c) => c.members = members.clone(),

@@ -496,7 +496,10 @@ fn subscribers_survive_the_store() {
     ));
     doc.update_containers(&[update(400, 0, vec![user("bob@example.com")], vec![])])
         .unwrap();
-    let restored = presence_model::PresentityDoc::restore(doc.to_record(), &ctx);
+    let restored = presence_model::PresentityDoc::restore(
+        doc.to_record(presence_model::document::RecordScope::Durable),
+        &ctx,
+    );
     assert_eq!(restored.subscribers(), doc.subscribers());
     assert_eq!(
         restored.containers().collect::<Vec<_>>(),

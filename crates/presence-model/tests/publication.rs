@@ -1125,6 +1125,7 @@ fn change_set_lists_exactly_the_touched_pairs() {
             subscribers: false,
             contacts: false,
             durable: true,
+            live: false,
         }
     );
     assert_eq!(
@@ -1258,7 +1259,7 @@ fn record_round_trip_keeps_durable_data_only() {
     );
     assert!(get(&doc, "services", 0, 200).is_some());
 
-    let record = doc.to_record();
+    let record = doc.to_record(presence_model::document::RecordScope::Durable);
     assert_eq!(record.uri, owner());
     // Endpoint-bound instances and the user-bound aggregates are not stored.
     assert!(
@@ -1304,7 +1305,7 @@ fn record_round_trip_keeps_durable_data_only() {
 
     let restored = PresentityDoc::restore(record.clone(), &ctx);
     assert_eq!(
-        restored.to_record(),
+        restored.to_record(presence_model::document::RecordScope::Durable),
         record,
         "restore then record is the identity"
     );
@@ -1337,7 +1338,7 @@ fn restore_recreates_a_missing_blocked_view() {
     let clock = TestClock::new();
     let ctx = ctx(&clock, true);
     let doc = new_doc(&clock);
-    let mut record = doc.to_record();
+    let mut record = doc.to_record(presence_model::document::RecordScope::Durable);
     record.instances.clear();
     let restored = PresentityDoc::restore(record, &ctx);
     assert_eq!(aggregate_availability(&restored, 32000), Some(18500));
