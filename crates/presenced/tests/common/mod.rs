@@ -2,6 +2,7 @@
 //! over real sockets.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod sip;
 pub mod sipe;
 pub mod slapd;
