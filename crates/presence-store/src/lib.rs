@@ -18,8 +18,10 @@
 //! Errors say what the caller can do about them ([`StoreError`]); no back end's own
 //! error type leaks out.
 
+mod nats;
 mod sqlite;
 
+pub use nats::{NATS_BUCKETS, NatsOptions, NatsStore};
 pub use sqlite::{DB_FILE, SqliteStore};
 
 use presence_model::document::DocRecord;
@@ -183,5 +185,10 @@ impl Stores {
     /// The embedded default: one SQLite file in `data_dir`.
     pub fn sqlite(data_dir: &std::path::Path) -> Result<Stores, StoreError> {
         Ok(Stores::from_one(Arc::new(SqliteStore::open(data_dir)?)))
+    }
+
+    /// Cluster mode: NATS JetStream key-value buckets shared by every node.
+    pub fn nats(options: NatsOptions) -> Result<Stores, StoreError> {
+        Ok(Stores::from_one(Arc::new(NatsStore::open(options)?)))
     }
 }

@@ -564,6 +564,7 @@ mod tests {
             subscribers: vec![],
             contacts: Default::default(),
             disabled: false,
+            registrations: vec![],
         }
     }
 
