@@ -4,8 +4,8 @@
 //! in-process (W threads calling the engine) and over HTTP (the real API on a
 //! loopback port, W keep-alive connections from this process, one signed-in user
 //! each; client and server share the machine, so the HTTP figure is a lower bound).
-//! Reports publications/s and p50/p99 acknowledgement latency, and how many commits
-//! the store made (group commit shares one among many writes).
+//! Reports publications/s and p50/p99 acknowledgement latency, on the embedded
+//! SQLite store or on a NATS JetStream cluster.
 
 use crate::bench::{BenchReport, Histogram};
 use crate::bench_search::read_response;
@@ -19,8 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
+/// Which store the benchmark writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BenchStore {
+    /// SQLite in a scratch directory.
+    Sqlite,
+    /// A NATS JetStream cluster at these URLs (fresh buckets, deleted afterwards).
+    Nats(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct PublishArgs {
+    pub store: BenchStore,
     /// Users publishing; each writer takes its share.
     pub users: usize,
     /// Writers in flight at once (threads in-process, connections over HTTP).
@@ -82,12 +92,23 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
         "need at least as many users as writers"
     );
     let dir = tempfile::tempdir().context("creating a scratch data directory")?;
-    let stores = Stores::sqlite(dir.path())?;
+    let prefix = format!("bench_{}", std::process::id());
+    let (stores, cluster_node) = match &args.store {
+        BenchStore::Sqlite => (Stores::sqlite(dir.path())?, None),
+        BenchStore::Nats(urls) => {
+            let mut options = presence_store::NatsOptions::new(urls.clone(), "bench");
+            options.bucket_prefix = prefix.clone();
+            (Stores::nats(options)?, Some("bench".to_string()))
+        }
+    };
     let accounts = Arc::new(accounts::Accounts::open(stores.clone(), dir.path())?);
     let engine = Engine::new(
         stores.clone(),
         Arc::new(BuiltinAggregator),
-        EngineConfig::default(),
+        EngineConfig {
+            cluster_node,
+            ..EngineConfig::default()
+        },
     )?;
     let users: Vec<UserUri> = (0..args.users)
         .map(|i| UserUri::parse(&format!("user{i}@bench.example")))
@@ -218,12 +239,18 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
     }
     let http_secs = started.elapsed().as_secs_f64();
     server.abort();
+    if let BenchStore::Nats(urls) = &args.store {
+        drop_buckets(urls, &prefix).await;
+    }
     let (done, http_done) = (
         tally.done.load(Ordering::Relaxed),
         http.done.load(Ordering::Relaxed),
     );
     Ok(PublishReport {
-        store: "sqlite",
+        store: match args.store {
+            BenchStore::Sqlite => "sqlite",
+            BenchStore::Nats(_) => "nats",
+        },
         users: args.users,
         writers: args.writers,
         publications: done,
@@ -237,6 +264,18 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
         http_p99_us: remote.quantile_us(0.99),
         http_errors: http.errors.load(Ordering::Relaxed),
     })
+}
+
+/// Deletes the benchmark's buckets (the store's and nothing else).
+async fn drop_buckets(urls: &[String], prefix: &str) {
+    let Ok(client) = async_nats::connect(urls.join(",")).await else {
+        eprintln!("cannot connect to delete the benchmark's buckets {prefix}_*");
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for kind in presence_store::NATS_BUCKETS {
+        let _ = js.delete_key_value(format!("{prefix}_{kind}")).await;
+    }
 }
 
 impl BenchReport for PublishReport {
@@ -296,6 +335,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_acknowledges_every_publication() {
         let report = run_publish(PublishArgs {
+            store: BenchStore::Sqlite,
             users: 8,
             writers: 4,
             seconds: 1,

@@ -45,10 +45,122 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Users from LDAP / Active Directory or a file; absent: local accounts only.
     pub directory: Option<directory::DirectoryConfig>,
+    pub store: StoreConfig,
+    /// Cluster mode: required when `store.kind = "nats"`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where durable data lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in the data directory: one server.
+    #[default]
+    Sqlite,
+    /// NATS JetStream key-value buckets shared by a cluster of servers.
+    Nats,
+}
+
+/// Shortest node lease a configuration may set, in seconds.
+pub const MIN_LEASE_SECS: u64 = 3;
+
+/// One node of a cluster on NATS JetStream (docs/cluster.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster and stable across its restarts.
+    pub node_id: String,
+    /// The NATS servers (`nats://` or `tls://` URLs); the local one first.
+    pub nats_urls: Vec<String>,
+    /// Prefix of the KV bucket names.
+    #[serde(default = "default_prefix")]
+    pub bucket_prefix: String,
+    /// Prefix of the core NATS subjects the nodes tell each other changes on.
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// Replicas of each bucket (3 for a 3-server NATS cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// Seconds after its last renewal a silent node counts as dead and the
+    /// survivors remove its endpoints.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// NATS authentication: user and password, a token, or a credentials file.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    /// TLS to NATS: a CA to trust, and a client certificate and key if the servers
+    /// ask for one.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+fn default_prefix() -> String {
+    "presenced".into()
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_lease_secs() -> u64 {
+    15
 }
 
 /// Longest connection deadline a configuration may set, in seconds (a day).
 pub const MAX_SIP_DEADLINE_SECS: u64 = 86_400;
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<()> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        anyhow::ensure!(
+            name_ok(&self.node_id),
+            "cluster.node_id must be 1 to 64 letters, digits, '-' or '_'"
+        );
+        anyhow::ensure!(
+            name_ok(&self.bucket_prefix) && name_ok(&self.subject_prefix),
+            "cluster.bucket_prefix and cluster.subject_prefix must be 1 to 64 letters, \
+             digits, '-' or '_'"
+        );
+        anyhow::ensure!(
+            !self.nats_urls.is_empty()
+                && self.nats_urls.iter().all(|u| {
+                    ["nats://", "tls://"]
+                        .iter()
+                        .any(|p| u.to_ascii_lowercase().starts_with(p))
+                }),
+            "cluster.nats_urls must list at least one nats:// or tls:// URL"
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.replicas),
+            "cluster.replicas must be 1 to 5"
+        );
+        anyhow::ensure!(
+            (MIN_LEASE_SECS..=MAX_SIP_DEADLINE_SECS).contains(&self.lease_secs),
+            "cluster.lease_secs must be {MIN_LEASE_SECS} to {MAX_SIP_DEADLINE_SECS}"
+        );
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "cluster.tls_cert and cluster.tls_key go together"
+        );
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -263,7 +375,33 @@ impl Config {
                 "directory.sync_interval must be positive"
             );
         }
+        match (self.store.kind, &self.cluster) {
+            (StoreKind::Nats, None) => {
+                anyhow::bail!("store.kind = \"nats\" needs a [cluster] table")
+            }
+            (StoreKind::Sqlite, Some(_)) => anyhow::bail!(
+                "a [cluster] table needs store.kind = \"nats\" (the SQLite store serves one node)"
+            ),
+            (StoreKind::Nats, Some(c)) => c.validate()?,
+            (StoreKind::Sqlite, None) => {}
+        }
         Ok(())
+    }
+
+    /// The NATS store's options for this node.
+    pub fn nats_options(c: &ClusterConfig) -> presence_store::NatsOptions {
+        let mut options = presence_store::NatsOptions::new(c.nats_urls.clone(), &c.node_id);
+        options.bucket_prefix = c.bucket_prefix.clone();
+        options.replicas = c.replicas;
+        options.user = c.user.clone();
+        options.password = c.password.clone();
+        options.token = c.token.clone();
+        options.credentials_file = c.credentials_file.clone();
+        options.tls_ca = c.tls_ca.clone();
+        options.tls_cert = c.tls_cert.clone();
+        options.tls_key = c.tls_key.clone();
+        options.require_tls = c.require_tls;
+        options
     }
 
     pub fn engine_config(&self) -> presence_engine::EngineConfig {
@@ -273,6 +411,7 @@ impl Config {
             max_subscriptions_per_endpoint: self.limits.max_subscriptions_per_endpoint,
             federated_domains: self.federation.federated_domains.clone(),
             public_cloud_domains: self.federation.public_cloud_domains.clone(),
+            cluster_node: self.cluster.as_ref().map(|c| c.node_id.clone()),
         }
     }
 

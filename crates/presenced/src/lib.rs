@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_publish;
 pub mod bench_search;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod directory_sync;

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use presenced::bench::{BenchReport, FanoutArgs, run_fanout};
-use presenced::bench_publish::{PublishArgs, run_publish};
+use presenced::bench_publish::{BenchStore, PublishArgs, run_publish};
 use presenced::bench_search::{SearchArgs, run_search};
 use presenced::config::Config;
 use presenced::{server, users};
@@ -162,6 +162,10 @@ enum BenchCommand {
         /// Duration of each of the two runs.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Write to a NATS JetStream cluster at this URL (repeat for each server)
+        /// instead of SQLite; fresh buckets are made and deleted afterwards.
+        #[arg(long = "nats-url")]
+        nats_urls: Vec<String>,
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -190,7 +194,8 @@ enum BenchCommand {
 fn init_logs() -> Result<()> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PRESENCED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The NATS client reports every (re)connection at info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -307,9 +312,15 @@ async fn main() -> Result<()> {
             users,
             writers,
             seconds,
+            nats_urls,
             json,
         }) => {
             let report = run_publish(PublishArgs {
+                store: if nats_urls.is_empty() {
+                    BenchStore::Sqlite
+                } else {
+                    BenchStore::Nats(nats_urls)
+                },
                 users,
                 writers,
                 seconds,

@@ -1,6 +1,7 @@
 //! `presenced serve`: opens the store, builds the engine and the API, listens, prints
 //! the ready line and shuts down gracefully on SIGTERM or Ctrl-C.
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::{Listen, PasswordSource};
 use crate::demo;
@@ -15,11 +16,22 @@ use tokio::sync::watch;
 
 /// Syncs the directory now and then every `interval`. A failed sync (directory
 /// unreachable, bad credentials) changes nothing and is tried again at the next tick.
-async fn periodic_sync(target: SyncTarget, source: directory::Source, interval: Duration) {
+/// In a cluster only the node holding the sync lease syncs.
+async fn periodic_sync(
+    target: SyncTarget,
+    source: directory::Source,
+    interval: Duration,
+    cluster: Option<Arc<Cluster>>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Some(c) = &cluster
+            && !c.lead_sync().await
+        {
+            continue;
+        }
         match directory_sync::run(&target, &source, false).await {
             Ok(summary) => {
                 for e in &summary.errors {
@@ -109,6 +121,14 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
     }
     let _lock = startup::lock_data_dir(&config.server.data_dir)?;
     let services = startup::open(&config)?;
+    let cluster = match (&config.cluster, &services.nats) {
+        (Some(c), Some(nats)) => {
+            let joined = Cluster::join(c, nats.client(), services.engine.clone()).await?;
+            tracing::info!(node = %c.node_id, "joined the cluster");
+            Some(joined)
+        }
+        _ => None,
+    };
     let passwords = match config.auth.password_source {
         PasswordSource::Local => PasswordCheck::Local,
         PasswordSource::Ldap => {
@@ -133,6 +153,7 @@ pub async fn serve(config: Config, demo_mode: bool) -> Result<()> {
                 target,
                 source,
                 Duration::from_secs(d.sync_interval),
+                cluster.clone(),
             )))
         }
         None => None,

@@ -2,12 +2,12 @@
 //! `directory ...`): the data directory's lock, the store the configuration names,
 //! the accounts, and the engine with its directory search index.
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use accounts::Accounts;
 use anyhow::{Context, Result};
 use presence_engine::{Engine, EngineError};
 use presence_model::BuiltinAggregator;
-use presence_store::Stores;
+use presence_store::{NatsStore, Stores};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +20,8 @@ pub struct Services {
     pub engine: Engine,
     pub accounts: Arc<Accounts>,
     pub stores: Stores,
+    /// The cluster's store connection (cluster mode only).
+    pub nats: Option<Arc<NatsStore>>,
     pub directory: Arc<directory::DirectoryIndex>,
 }
 
@@ -42,17 +44,32 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Opens the store the configuration names.
-pub fn open_stores(config: &Config) -> Result<Stores> {
-    let dir = &config.server.data_dir;
-    Stores::sqlite(dir).with_context(|| format!("opening the store in {}", dir.display()))
+/// The store the configuration names: SQLite in the data directory, or the NATS
+/// store shared by a cluster (then also its connection, for the cluster layer).
+pub fn open_stores(config: &Config) -> Result<(Stores, Option<Arc<NatsStore>>)> {
+    match (&config.store.kind, &config.cluster) {
+        (StoreKind::Nats, Some(cluster)) => {
+            let nats = Arc::new(
+                NatsStore::open(Config::nats_options(cluster)).with_context(|| {
+                    format!("opening the NATS store of node {}", cluster.node_id)
+                })?,
+            );
+            Ok((Stores::from_one(nats.clone()), Some(nats)))
+        }
+        _ => {
+            let dir = &config.server.data_dir;
+            let stores = Stores::sqlite(dir)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            Ok((stores, None))
+        }
+    }
 }
 
 /// The store and the accounts on it (what the `user` commands need).
-pub fn open_accounts(config: &Config) -> Result<(Stores, Arc<Accounts>)> {
-    let stores = open_stores(config)?;
+pub fn open_accounts(config: &Config) -> Result<(Stores, Option<Arc<NatsStore>>, Arc<Accounts>)> {
+    let (stores, nats) = open_stores(config)?;
     let accounts = Arc::new(Accounts::open(stores.clone(), &config.server.data_dir)?);
-    Ok((stores, accounts))
+    Ok((stores, nats, accounts))
 }
 
 /// Deletes presence documents whose account is gone (a user removed while a server
@@ -70,10 +87,14 @@ fn delete_orphans(stores: &Stores) -> Result<usize> {
 
 /// Everything a server (or a one-shot sync) runs on.
 pub fn open(config: &Config) -> Result<Services> {
-    let (stores, accounts) = open_accounts(config)?;
-    let orphans = delete_orphans(&stores)?;
-    if orphans > 0 {
-        tracing::info!(orphans, "removed presence data of deleted users");
+    let (stores, nats, accounts) = open_accounts(config)?;
+    // A cluster reads documents lazily; scanning them all at every node's start
+    // would cost as much as the deployment is large.
+    if nats.is_none() {
+        let orphans = delete_orphans(&stores)?;
+        if orphans > 0 {
+            tracing::info!(orphans, "removed presence data of deleted users");
+        }
     }
     let engine = Engine::new(
         stores.clone(),
@@ -94,6 +115,7 @@ pub fn open(config: &Config) -> Result<Services> {
         engine,
         accounts,
         stores,
+        nats,
         directory,
     })
 }

@@ -31,7 +31,7 @@ pub fn add(
     }
     let uri = UserUri::parse(user)?;
     let password = read_password_stdin()?;
-    let (_, accounts) = open_accounts(config)?;
+    let (_, _, accounts) = open_accounts(config)?;
     let name = display_name.unwrap_or_else(|| uri.as_str().split('@').next().unwrap_or_default());
     accounts.add(&uri, name, &password)?;
     println!("added {uri}");
@@ -44,7 +44,7 @@ pub fn passwd(config: &Config, user: &str, password_stdin: bool) -> Result<()> {
     }
     let uri = UserUri::parse(user)?;
     let password = read_password_stdin()?;
-    let (_, accounts) = open_accounts(config)?;
+    let (_, _, accounts) = open_accounts(config)?;
     accounts.set_password(&uri, &password)?;
     println!("password changed for {uri}");
     Ok(())
@@ -52,14 +52,14 @@ pub fn passwd(config: &Config, user: &str, password_stdin: bool) -> Result<()> {
 
 pub fn remove(config: &Config, user: &str) -> Result<()> {
     let uri = UserUri::parse(user)?;
-    let (_, accounts) = open_accounts(config)?;
+    let (_, _, accounts) = open_accounts(config)?;
     accounts.remove(&uri)?;
     println!("removed {uri}");
     Ok(())
 }
 
 pub fn list(config: &Config) -> Result<()> {
-    let (_, accounts) = open_accounts(config)?;
+    let (_, _, accounts) = open_accounts(config)?;
     for a in accounts.list()? {
         let state = if a.disabled { "\tdisabled" } else { "" };
         println!(
