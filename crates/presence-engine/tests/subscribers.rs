@@ -7,7 +7,7 @@ use common::*;
 use presence_engine::{Delivery, EngineConfig, EngineError, SubscribeResult};
 use presence_model::membership::ContainerUpdate;
 use presence_model::{ContainerId, ExpireType, Member, PublishError, SubscriberType, Timestamp};
-use presence_store::{Account, Stores};
+use presence_store::Account;
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -240,7 +240,7 @@ async fn unknown_users_are_reported_not_watched() {
 async fn account_added_by_another_process_is_provisioned_on_first_use() {
     let fx = Fixture::new(&[BOB]);
     let (bob, ghost) = (uri(BOB), uri(GHOST));
-    let other_process = Stores::sqlite(fx.dir.path()).unwrap();
+    let other_process = open_stores(fx.dir.path());
     assert!(
         other_process
             .accounts
@@ -452,7 +452,7 @@ async fn view_by_a_colleague_added_by_another_process() {
             &[machine_state(2, 0, 3500)],
         )
         .unwrap();
-    let other_process = Stores::sqlite(fx.dir.path()).unwrap();
+    let other_process = open_stores(fx.dir.path());
     other_process
         .accounts
         .insert(&Account {

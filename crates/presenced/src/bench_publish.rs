@@ -93,14 +93,16 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
     );
     let dir = tempfile::tempdir().context("creating a scratch data directory")?;
     let prefix = format!("bench_{}", std::process::id());
-    let (stores, cluster_node) = match &args.store {
+    let (stores, nats) = match &args.store {
         BenchStore::Sqlite => (Stores::sqlite(dir.path())?, None),
         BenchStore::Nats(urls) => {
             let mut options = presence_store::NatsOptions::new(urls.clone(), "bench");
             options.bucket_prefix = prefix.clone();
-            (Stores::nats(options)?, Some("bench".to_string()))
+            let nats = Arc::new(presence_store::NatsStore::open(options)?);
+            (Stores::from_one(nats.clone()), Some(nats))
         }
     };
+    let cluster_node = nats.as_ref().map(|_| "bench".to_string());
     let accounts = Arc::new(accounts::Accounts::open(stores.clone(), dir.path())?);
     let engine = Engine::new(
         stores.clone(),
@@ -239,8 +241,8 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
     }
     let http_secs = started.elapsed().as_secs_f64();
     server.abort();
-    if let BenchStore::Nats(urls) = &args.store {
-        drop_buckets(urls, &prefix).await;
+    if let Some(nats) = &nats {
+        drop_buckets(nats.client(), &prefix).await;
     }
     let (done, http_done) = (
         tally.done.load(Ordering::Relaxed),
@@ -267,14 +269,12 @@ pub async fn run_publish(args: PublishArgs) -> Result<PublishReport> {
 }
 
 /// Deletes the benchmark's buckets (the store's and nothing else).
-async fn drop_buckets(urls: &[String], prefix: &str) {
-    let Ok(client) = async_nats::connect(urls.join(",")).await else {
-        eprintln!("cannot connect to delete the benchmark's buckets {prefix}_*");
-        return;
-    };
+async fn drop_buckets(client: async_nats::Client, prefix: &str) {
     let js = async_nats::jetstream::new(client);
     for kind in presence_store::NATS_BUCKETS {
-        let _ = js.delete_key_value(format!("{prefix}_{kind}")).await;
+        if let Err(e) = js.delete_key_value(format!("{prefix}_{kind}")).await {
+            eprintln!("cannot delete the benchmark's bucket {prefix}_{kind}: {e}");
+        }
     }
 }
 

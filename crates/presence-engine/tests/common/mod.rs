@@ -1,5 +1,9 @@
-//! Shared fixtures for the engine's integration tests: an engine on a fresh SQLite
-//! data directory, publication builders and delivery helpers.
+//! Shared fixtures for the engine's integration tests: an engine on a fresh store,
+//! publication builders and delivery helpers.
+//!
+//! The store is a test parameter: SQLite in the fixture's directory by default, or
+//! NATS JetStream KV when `PRESENCED_TEST_NATS_URL` names a server (fresh buckets per
+//! fixture, named after its directory). `scripts/test` runs this suite both ways.
 #![allow(dead_code)]
 
 use presence_engine::{CategoryView, Delivery, Engine, EngineConfig, SelfUpdate, Subscriber};
@@ -54,9 +58,29 @@ impl Fixture {
     }
 }
 
+/// The environment variable that puts the suite on a NATS server.
+pub const NATS_URL_ENV: &str = "PRESENCED_TEST_NATS_URL";
+
+/// The store of a fixture's directory: what a restart or another process opens.
+pub fn open_stores(dir: &Path) -> Stores {
+    match std::env::var(NATS_URL_ENV) {
+        Ok(url) => {
+            let name = dir
+                .file_name()
+                .expect("a named directory")
+                .to_string_lossy();
+            let prefix: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            let mut options = presence_store::NatsOptions::new(vec![url], "test");
+            options.bucket_prefix = format!("t{prefix}");
+            options.replicas = 1;
+            Stores::nats(options).expect("open the NATS store")
+        }
+        Err(_) => Stores::sqlite(dir).expect("open store"),
+    }
+}
+
 pub fn open_engine(dir: &Path, config: EngineConfig) -> Engine {
-    let stores = Stores::sqlite(dir).expect("open store");
-    Engine::new(stores, Arc::new(BuiltinAggregator), config).expect("engine")
+    Engine::new(open_stores(dir), Arc::new(BuiltinAggregator), config).expect("engine")
 }
 
 pub fn state_xml(kind: &str, availability: u32) -> String {
