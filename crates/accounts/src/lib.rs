@@ -102,8 +102,22 @@ impl Drop for CheckSlot<'_> {
     }
 }
 
+/// How long a checked API token is trusted without asking the store again. A token
+/// revoked through this process (sign-out, password change, removal, directory
+/// disable) stops working at once; one revoked through another cluster node within
+/// this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Checked tokens remembered at most; the cache is emptied when it is full.
+const MAX_CACHED_TOKENS: usize = 100_000;
+
+/// Tokens checked recently: hash -> (account, session expiry, when checked).
+type TokenCache = parking_lot::Mutex<
+    std::collections::HashMap<[u8; 32], (AccountInfo, Timestamp, std::time::Instant)>,
+>;
+
 pub struct Accounts {
     limiter: Limiter,
+    tokens: TokenCache,
     store: Stores,
     cipher: ChaCha20Poly1305,
     /// Verified against when the user does not exist, so an unknown user costs the
@@ -179,6 +193,7 @@ impl Accounts {
         let key = load_or_create_key(data_dir)?;
         Ok(Accounts {
             limiter: Limiter::default(),
+            tokens: TokenCache::default(),
             store,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             dummy_hash: hash_password("presenced-dummy-password"),
@@ -264,6 +279,7 @@ impl Accounts {
                 }
             }
             if !enabled {
+                self.forget_tokens_of(uri);
                 self.store.sessions.delete_of(uri)?;
             }
         }
@@ -291,6 +307,7 @@ impl Accounts {
             return Err(AccountError::NotFound(uri.clone()));
         }
         // A new password ends every session opened with the old one.
+        self.forget_tokens_of(uri);
         self.store.sessions.delete_of(uri)?;
         Ok(())
     }
@@ -299,6 +316,7 @@ impl Accounts {
     /// its own write; a document left behind by a crash in between is an orphan the
     /// server deletes at its next start).
     pub fn remove(&self, uri: &UserUri) -> Result<(), AccountError> {
+        self.forget_tokens_of(uri);
         if !self.store.accounts.delete(uri)? {
             return Err(AccountError::NotFound(uri.clone()));
         }
@@ -432,27 +450,45 @@ impl Accounts {
     /// The account behind a live token; `None` for unknown, expired or revoked tokens
     /// and for users removed since.
     pub fn check_token(&self, token: &str) -> Result<Option<AccountInfo>, AccountError> {
-        let hash = Sha256::digest(token.as_bytes());
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some((info, expires, at)) = self.tokens.lock().get(&hash)
+            && at.elapsed() < TOKEN_CACHE_TTL
+            && *expires > now()
+        {
+            return Ok(Some(info.clone()));
+        }
         let Some(session) = self.store.sessions.get(&hash)? else {
             return Ok(None);
         };
         if session.expires <= now() {
             return Ok(None);
         }
-        Ok(self
+        let info = self
             .store
             .accounts
             .get(&session.uri)?
             .filter(|a| !a.disabled)
             .as_ref()
-            .map(AccountInfo::from))
+            .map(AccountInfo::from);
+        if let Some(info) = &info {
+            let mut cache = self.tokens.lock();
+            if cache.len() >= MAX_CACHED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(hash, (info.clone(), session.expires, std::time::Instant::now()));
+        }
+        Ok(info)
     }
 
     pub fn revoke_token(&self, token: &str) -> Result<bool, AccountError> {
-        Ok(self
-            .store
-            .sessions
-            .delete(&Sha256::digest(token.as_bytes()))?)
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.tokens.lock().remove(&hash);
+        Ok(self.store.sessions.delete(&hash)?)
+    }
+
+    /// Forgets the checked tokens of a user whose sessions just ended.
+    fn forget_tokens_of(&self, uri: &UserUri) {
+        self.tokens.lock().retain(|_, (info, _, _)| &info.uri != uri);
     }
 
     /// Forgets expired sessions; returns how many.
@@ -595,7 +631,10 @@ mod tests {
         assert_eq!(accounts.prune_tokens().unwrap(), 1);
         assert!(accounts.revoke_token(&token).unwrap());
         assert_eq!(accounts.check_token(&token).unwrap(), None);
+        // Checked tokens are cached (TOKEN_CACHE_TTL); ending sessions here forgets
+        // them at once.
         let (t1, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        assert!(accounts.check_token(&t1).unwrap().is_some());
         accounts.set_password(&u, "new-pw").unwrap();
         assert_eq!(
             accounts.check_token(&t1).unwrap(),
@@ -603,6 +642,7 @@ mod tests {
             "a password change ends sessions"
         );
         let (t2, _) = accounts.issue_token(&u, Duration::from_secs(60)).unwrap();
+        assert!(accounts.check_token(&t2).unwrap().is_some());
         accounts.remove(&u).unwrap();
         assert_eq!(accounts.check_token(&t2).unwrap(), None);
     }
