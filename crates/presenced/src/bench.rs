@@ -14,7 +14,6 @@ use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Delivery, Engine, EngineConfig, Session};
 use presence_model::{BuiltinAggregator, ContainerId, ExpireType, Publication, UserUri};
 use presence_store::Stores;
-use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ pub struct FanoutArgs {
     pub publishers: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
     pub presentities: usize,
     pub watchers: usize,
@@ -43,9 +42,11 @@ pub struct Report {
     pub bytes_per_subscription: f64,
 }
 
-/// What every benchmark prints: one JSON line, or a table for people.
-pub trait BenchReport {
-    fn json(&self) -> String;
+/// What every benchmark prints: one JSON line (its fields), or a table for people.
+pub trait BenchReport: serde::Serialize {
+    fn json(&self) -> String {
+        serde_json::to_string(self).expect("reports serialise")
+    }
     fn table(&self) -> String;
 }
 
@@ -292,24 +293,6 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<Report> {
 }
 
 impl BenchReport for Report {
-    fn json(&self) -> String {
-        json!({
-            "presentities": self.presentities,
-            "watchers": self.watchers,
-            "edges": self.edges,
-            "publications": self.publications,
-            "publications_per_s": self.publications_per_s.round(),
-            "notifications": self.notifications,
-            "notifications_per_s": self.notifications_per_s.round(),
-            "coalesced": self.coalesced,
-            "p50_us": self.p50_us,
-            "p99_us": self.p99_us,
-            "rss_bytes": self.rss_bytes,
-            "bytes_per_subscription": (self.bytes_per_subscription * 10.0).round() / 10.0,
-        })
-        .to_string()
-    }
-
     fn table(&self) -> String {
         let rows = [
             ("presentities", self.presentities.to_string()),

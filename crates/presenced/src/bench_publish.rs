@@ -39,7 +39,7 @@ pub struct PublishArgs {
     pub seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PublishReport {
     pub store: &'static str,
     pub users: usize,
@@ -279,25 +279,6 @@ async fn drop_buckets(client: async_nats::Client, prefix: &str) {
 }
 
 impl BenchReport for PublishReport {
-    fn json(&self) -> String {
-        json!({
-            "store": self.store,
-            "users": self.users,
-            "writers": self.writers,
-            "publications": self.publications,
-            "publications_per_s": self.publications_per_s,
-            "p50_us": self.p50_us,
-            "p99_us": self.p99_us,
-            "errors": self.errors,
-            "http_publications": self.http_publications,
-            "http_publications_per_s": self.http_publications_per_s,
-            "http_p50_us": self.http_p50_us,
-            "http_p99_us": self.http_p99_us,
-            "http_errors": self.http_errors,
-        })
-        .to_string()
-    }
-
     fn table(&self) -> String {
         let rows = [
             ("store", self.store.to_string()),

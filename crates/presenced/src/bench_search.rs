@@ -13,7 +13,6 @@ use presence_engine::metrics::process_resident_bytes as rss_bytes;
 use presence_engine::{Engine, EngineConfig};
 use presence_model::{BuiltinAggregator, UserUri};
 use presence_store::Stores;
-use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ pub struct SearchArgs {
     pub seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SearchReport {
     pub users: usize,
     pub build_ms: f64,
@@ -325,26 +324,6 @@ pub async fn run_search(args: SearchArgs) -> Result<SearchReport> {
 }
 
 impl BenchReport for SearchReport {
-    fn json(&self) -> String {
-        json!({
-            "users": self.users,
-            "build_ms": self.build_ms,
-            "index_bytes_per_user": self.index_bytes_per_user,
-            "rss_bytes_per_user": self.rss_bytes_per_user,
-            "queries": self.queries,
-            "queries_per_s": self.queries_per_s,
-            "p50_us": self.p50_us,
-            "p99_us": self.p99_us,
-            "http_connections": self.http_connections,
-            "http_queries": self.http_queries,
-            "http_queries_per_s": self.http_queries_per_s,
-            "http_p50_us": self.http_p50_us,
-            "http_p99_us": self.http_p99_us,
-            "http_errors": self.http_errors,
-        })
-        .to_string()
-    }
-
     fn table(&self) -> String {
         let rows = [
             ("directory users", format!("{}", self.users)),
