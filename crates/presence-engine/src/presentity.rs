@@ -14,9 +14,23 @@ use presence_model::document::{ChangeSet, Ctx, DocRecord, RecordScope};
 use presence_model::{EndpointId, PresentityDoc, UserUri};
 use presence_store::{Revision, StoreError, Versioned};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Attempts at one change while other writers keep winning the compare-and-set.
 pub const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// The longest pause between two attempts at one change.
+const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
+
+/// A random pause of up to 2^attempt ms (capped): full jitter, from the clock's
+/// low bits (no need for a cryptographic source).
+fn conflict_pause(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(1 << attempt.min(6)).min(MAX_CONFLICT_PAUSE);
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    cap.mul_f64(f64::from(noise % 1000) / 1000.0)
+}
 
 /// A watcher's edge to a presentity: which subscription, and the view it resolved to.
 pub(crate) struct Edge {
@@ -287,6 +301,11 @@ impl Engine {
                     state.doc = backup;
                 }
                 if matches!(e, StoreError::Conflict { .. }) && attempt < MAX_WRITE_ATTEMPTS {
+                    // Writers racing on one document (other nodes) back off by a
+                    // random, growing pause, so that one of them gets through.
+                    if attempt > 1 {
+                        std::thread::sleep(conflict_pause(attempt));
+                    }
                     self.refresh(state)?;
                     return Ok(None);
                 }
