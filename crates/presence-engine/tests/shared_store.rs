@@ -109,7 +109,9 @@ async fn a_watcher_on_another_engine_sees_the_change_and_the_endpoints() {
     assert_eq!(note_text(view(&views, "note")), "from a");
     // Alice's node dies: the survivors remove its endpoints, and she goes offline.
     assert_eq!(
-        other.remove_node_endpoints("a", &[alice.clone()]).unwrap(),
+        other
+            .remove_node_endpoints("a", std::slice::from_ref(&alice))
+            .unwrap(),
         1
     );
     let views = recv_views(bob_s.subscriber(), &alice).await;
@@ -119,7 +121,9 @@ async fn a_watcher_on_another_engine_sees_the_change_and_the_endpoints() {
     );
     // Doing it again changes nothing.
     assert_eq!(
-        other.remove_node_endpoints("a", &[alice.clone()]).unwrap(),
+        other
+            .remove_node_endpoints("a", std::slice::from_ref(&alice))
+            .unwrap(),
         0
     );
 }
