@@ -475,7 +475,10 @@ impl Accounts {
             if cache.len() >= MAX_CACHED_TOKENS {
                 cache.clear();
             }
-            cache.insert(hash, (info.clone(), session.expires, std::time::Instant::now()));
+            cache.insert(
+                hash,
+                (info.clone(), session.expires, std::time::Instant::now()),
+            );
         }
         Ok(info)
     }
@@ -488,7 +491,9 @@ impl Accounts {
 
     /// Forgets the checked tokens of a user whose sessions just ended.
     fn forget_tokens_of(&self, uri: &UserUri) {
-        self.tokens.lock().retain(|_, (info, _, _)| &info.uri != uri);
+        self.tokens
+            .lock()
+            .retain(|_, (info, _, _)| &info.uri != uri);
     }
 
     /// Forgets expired sessions; returns how many.
