@@ -329,16 +329,28 @@ impl Engine {
 
     /// Another node saved `uri` at `revision`: a presentity held here that is older
     /// takes in the stored document and tells its watchers.
+    /// A user the directory disabled meanwhile loses the endpoints this node holds.
     pub fn remote_saved(&self, uri: &UserUri, revision: Revision) {
         let Some(cell) = self.inner.presentities.read().get(uri).cloned() else {
             return;
         };
-        let mut state = cell.state.lock();
-        if state.revision >= revision {
-            return;
-        }
-        if let Err(e) = self.refresh(&mut state) {
-            tracing::warn!(user = %uri, error = %e, "cannot read a document another node saved");
+        let disabled_here = {
+            let mut state = cell.state.lock();
+            if state.revision >= revision {
+                return;
+            }
+            if let Err(e) = self.refresh(&mut state) {
+                tracing::warn!(user = %uri, error = %e, "cannot read a document another node saved");
+                return;
+            }
+            if state.doc.is_disabled() {
+                state.endpoints.clone()
+            } else {
+                Vec::new()
+            }
+        };
+        for id in disabled_here {
+            self.end_endpoint(id);
         }
     }
 

@@ -18,7 +18,9 @@
 //!   previous run held before it serves. Node clocks must agree to well within the
 //!   lease time (NTP).
 //! - **One directory sync.** The `sync` key names the node that runs the periodic
-//!   directory sync; another node takes over when it is older than the lease.
+//!   directory sync (it renews the key with its own lease); another node takes over
+//!   when it is older than the lease. The other nodes reload their search index
+//!   from the store at each sync interval.
 
 use crate::config::ClusterConfig;
 use anyhow::{Context, Result};
@@ -31,6 +33,7 @@ use presence_store::Revision;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -72,6 +75,9 @@ struct Shared {
     /// Users with endpoints on this node (what the lease lists).
     local_users: Mutex<BTreeSet<UserUri>>,
     lease_changed: Notify,
+    /// Whether this node held the directory sync lease when last checked; the
+    /// holder renews it with its own lease.
+    holds_sync: AtomicBool,
 }
 
 /// This node's part in the cluster; [`Replication`] for its engine.
@@ -159,6 +165,7 @@ impl Cluster {
             engine: engine.clone(),
             local_users: Mutex::new(BTreeSet::new()),
             lease_changed: Notify::new(),
+            holds_sync: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
@@ -190,13 +197,7 @@ impl Cluster {
     /// Whether this node runs the periodic directory sync now: it holds the sync
     /// lease or has just taken it from a node that stopped renewing it.
     pub async fn lead_sync(&self) -> bool {
-        match self.shared.try_lead_sync().await {
-            Ok(lead) => lead,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check the directory sync lease");
-                false
-            }
-        }
+        self.shared.check_sync_lease().await
     }
 }
 
@@ -278,6 +279,19 @@ impl Shared {
         Ok(())
     }
 
+    /// Takes or renews the directory sync lease; whether this node holds it.
+    async fn check_sync_lease(&self) -> bool {
+        let held = match self.try_lead_sync().await {
+            Ok(lead) => lead,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the directory sync lease");
+                false
+            }
+        };
+        self.holds_sync.store(held, Ordering::Relaxed);
+        held
+    }
+
     async fn try_lead_sync(&self) -> Result<bool> {
         let me = self.node.as_bytes().to_vec();
         match self.leases.entry(SYNC_KEY).await? {
@@ -354,17 +368,28 @@ async fn pump(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command
     }
 }
 
-/// Renews the lease every third of its time, and at once when the users with
-/// endpoints here change.
+/// How soon a failed renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// Renews the lease (and the directory sync lease, if this node holds it) every
+/// third of its time, at once when the users with endpoints here change, and every
+/// [`RENEW_RETRY`] while renewing fails (a NATS failover must not outlast it).
 async fn keep_lease(shared: Arc<Shared>) {
-    let every = shared.lease / 3;
+    let mut wait = shared.lease / 3;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shared.lease_changed.notified() => {}
         }
-        if let Err(e) = shared.renew().await {
-            tracing::warn!(error = format!("{e:#}"), "cannot renew this node's lease");
+        wait = match shared.renew().await {
+            Ok(()) => shared.lease / 3,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot renew this node's lease");
+                RENEW_RETRY
+            }
+        };
+        if shared.holds_sync.load(Ordering::Relaxed) {
+            shared.check_sync_lease().await;
         }
     }
 }

@@ -113,8 +113,10 @@ fn default_replicas() -> usize {
     3
 }
 
+/// Long enough to outlast a NATS stream leader election (4 to 10 s) with renewals
+/// every third of it.
 fn default_lease_secs() -> u64 {
-    15
+    30
 }
 
 /// Longest connection deadline a configuration may set, in seconds (a day).

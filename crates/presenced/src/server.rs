@@ -30,6 +30,17 @@ async fn periodic_sync(
         if let Some(c) = &cluster
             && !c.lead_sync().await
         {
+            // Another node syncs; this one takes the result for its search index.
+            let (stores, index) = (target.stores.clone(), target.index.clone());
+            match tokio::task::spawn_blocking(move || directory_sync::load_index(&stores, &index))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot reload the search index")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reload the search index"),
+            }
             continue;
         }
         match directory_sync::run(&target, &source, false).await {
