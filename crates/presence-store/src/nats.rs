@@ -613,34 +613,118 @@ struct Live {
 
 /// The leader's copy of one key.
 async fn read(kv: &kv::Store, key: &str, deadline: Deadline) -> Result<Slot, StoreError> {
-    let subject = format!("{}{key}", kv.prefix);
-    let what = format!("reading from {}", kv.name);
+    let subject = &format!("{}{key}", kv.prefix);
+    let last = unconditional(
+        format!("reading from {}", kv.name),
+        deadline,
+        move || async move {
+            match kv.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await?;
+    Ok(match last {
+        Some(m) => {
+            let tombstone = m
+                .headers
+                .get(KV_OPERATION)
+                .is_some_and(|op| KV_TOMBSTONES.contains(&op.as_str()));
+            Slot {
+                revision: m.sequence,
+                value: (!tombstone).then_some(m.payload),
+            }
+        }
+        None => Slot {
+            revision: 0,
+            value: None,
+        },
+    })
+}
+
+/// Sends a request that names no revision (a read, a put, a purge) until it is
+/// answered: a permanent failure ends it at once; any other is retried after a
+/// transient pause until the deadline.
+async fn unconditional<T, E, F>(
+    what: String,
+    deadline: Deadline,
+    mut request: impl FnMut() -> F,
+) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, E>>,
+    E: std::error::Error + Sync + 'static,
+{
     let mut backoff = Backoff::new(deadline);
     loop {
-        match kv.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => {
-                let tombstone = m
-                    .headers
-                    .get(KV_OPERATION)
-                    .is_some_and(|op| KV_TOMBSTONES.contains(&op.as_str()));
-                return Ok(Slot {
-                    revision: m.sequence,
-                    value: (!tombstone).then_some(m.payload),
-                });
-            }
-            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
-                return Ok(Slot {
-                    revision: 0,
-                    value: None,
-                });
-            }
-            Err(e) => match classify(&e) {
-                Failure::Permanent => {
-                    return Err(StoreError::Unavailable(format!("{what}: {e}")));
-                }
-                _ => backoff.pause(Pause::Transient, &what, &e).await?,
-            },
+        let error = match request().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        if let Failure::Permanent = classify(&error) {
+            return Err(StoreError::Unavailable(format!("{what}: {error}")));
         }
+        backoff.pause(Pause::Transient, &what, &error).await?;
+    }
+}
+
+/// The attempts of one conditional request (a compare-and-set write or delete),
+/// and what each failure means for the next.
+struct Attempts {
+    what: String,
+    backoff: Backoff,
+    /// An attempt that failed may have been carried out all the same (its
+    /// acknowledgement never came).
+    maybe_applied: bool,
+}
+
+/// What is left to do after a failed conditional request.
+enum Next {
+    /// Send it again, with the same revision (the pause is over).
+    Retry,
+    /// 10071: the revision sent is not the key's; the caller reads the key to
+    /// tell a lost race from its own write or from a state that has passed.
+    Stale,
+}
+
+impl Attempts {
+    fn new(what: String, deadline: Deadline) -> Attempts {
+        Attempts {
+            what,
+            backoff: Backoff::new(deadline),
+            maybe_applied: false,
+        }
+    }
+
+    /// Waits before the next attempt, or gives up once the deadline has passed.
+    async fn pause(
+        &mut self,
+        pause: Pause,
+        error: &(dyn Display + Sync),
+    ) -> Result<(), StoreError> {
+        self.backoff.pause(pause, &self.what, error).await
+    }
+
+    /// After a failed attempt: 10071 goes back to the caller; 10164 is retried
+    /// after a short pause; a transient failure after a longer one, noting whether
+    /// the attempt may have been carried out; a permanent failure ends the request.
+    async fn failed<E>(&mut self, error: &E) -> Result<Next, StoreError>
+    where
+        E: std::error::Error + Sync + 'static,
+    {
+        match classify(error) {
+            Failure::Stale => return Ok(Next::Stale),
+            Failure::InFlight => self.pause(Pause::InFlight, error).await?,
+            Failure::Transient { maybe_applied } => {
+                self.maybe_applied |= maybe_applied;
+                self.pause(Pause::Transient, error).await?;
+            }
+            Failure::Permanent => {
+                return Err(StoreError::Unavailable(format!("{}: {error}", self.what)));
+            }
+        }
+        Ok(Next::Retry)
     }
 }
 
@@ -655,43 +739,32 @@ async fn write(
     idempotent: bool,
     deadline: Deadline,
 ) -> Result<Revision, StoreError> {
-    let what = format!("writing to {}", kv.name);
-    let mut backoff = Backoff::new(deadline);
+    let mut attempts = Attempts::new(format!("writing to {}", kv.name), deadline);
     // What the server is asked to find: `expected`, or the tombstone a create
     // writes over.
     let mut sent = expected;
-    let mut maybe_applied = false;
     loop {
         let error = match kv.update(key, value.clone(), sent).await {
             Ok(revision) => return Ok(revision),
             Err(e) => e,
         };
-        match classify(&error) {
-            Failure::Stale => {
-                let slot = read(kv, key, deadline).await?;
-                if idempotent && maybe_applied && slot.value.as_ref() == Some(&value) {
-                    return Ok(slot.revision);
-                }
-                let current = slot.current();
-                if current != expected {
-                    return Err(StoreError::Conflict { current });
-                }
-                // The key is where the caller expected: a tombstone to create over,
-                // or a refusal from a state that has passed.
-                if slot.revision == sent {
-                    backoff.pause(Pause::InFlight, &what, &error).await?;
-                } else {
-                    sent = slot.revision;
-                }
-            }
-            Failure::InFlight => backoff.pause(Pause::InFlight, &what, &error).await?,
-            Failure::Transient { maybe_applied: m } => {
-                maybe_applied |= m;
-                backoff.pause(Pause::Transient, &what, &error).await?;
-            }
-            Failure::Permanent => {
-                return Err(StoreError::Unavailable(format!("{what}: {error}")));
-            }
+        if let Next::Retry = attempts.failed(&error).await? {
+            continue;
+        }
+        let slot = read(kv, key, deadline).await?;
+        if idempotent && attempts.maybe_applied && slot.value.as_ref() == Some(&value) {
+            return Ok(slot.revision);
+        }
+        let current = slot.current();
+        if current != expected {
+            return Err(StoreError::Conflict { current });
+        }
+        // The key is where the caller expected: a tombstone to create over, or a
+        // refusal from a state that has passed.
+        if slot.revision == sent {
+            attempts.pause(Pause::InFlight, &error).await?;
+        } else {
+            sent = slot.revision;
         }
     }
 }
@@ -704,37 +777,14 @@ async fn put(
     deadline: Deadline,
 ) -> Result<(), StoreError> {
     let what = format!("writing to {}", kv.name);
-    let mut backoff = Backoff::new(deadline);
-    loop {
-        let error = match kv.put(key, value.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        match classify(&error) {
-            Failure::Permanent => {
-                return Err(StoreError::Unavailable(format!("{what}: {error}")));
-            }
-            _ => backoff.pause(Pause::Transient, &what, &error).await?,
-        }
-    }
+    unconditional(what, deadline, move || kv.put(key, value.clone())).await?;
+    Ok(())
 }
 
 /// Deletes the key whatever it held (idempotent).
 async fn purge(kv: &kv::Store, key: &str, deadline: Deadline) -> Result<(), StoreError> {
     let what = format!("deleting from {}", kv.name);
-    let mut backoff = Backoff::new(deadline);
-    loop {
-        let error = match kv.purge(key).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        match classify(&error) {
-            Failure::Permanent => {
-                return Err(StoreError::Unavailable(format!("{what}: {error}")));
-            }
-            _ => backoff.pause(Pause::Transient, &what, &error).await?,
-        }
-    }
+    unconditional(what, deadline, move || kv.purge(key)).await
 }
 
 /// Deletes the key if it is still at `revision`; `false` if it changed meanwhile.
@@ -744,28 +794,69 @@ async fn purge_at(
     revision: Revision,
     deadline: Deadline,
 ) -> Result<bool, StoreError> {
-    let what = format!("deleting from {}", kv.name);
-    let mut backoff = Backoff::new(deadline);
-    let mut maybe_applied = false;
+    let mut attempts = Attempts::new(format!("deleting from {}", kv.name), deadline);
     loop {
         let error = match kv.purge_expect_revision(key, Some(revision)).await {
             Ok(()) => return Ok(true),
             Err(e) => e,
         };
-        match classify(&error) {
+        if let Next::Stale = attempts.failed(&error).await? {
             // After an unknown outcome, a key now deleted was most likely ours.
-            Failure::Stale => {
-                return Ok(maybe_applied && read(kv, key, deadline).await?.value.is_none());
-            }
-            Failure::InFlight => backoff.pause(Pause::InFlight, &what, &error).await?,
-            Failure::Transient { maybe_applied: m } => {
-                maybe_applied |= m;
-                backoff.pause(Pause::Transient, &what, &error).await?;
-            }
-            Failure::Permanent => {
-                return Err(StoreError::Unavailable(format!("{what}: {error}")));
-            }
+            return Ok(attempts.maybe_applied && read(kv, key, deadline).await?.value.is_none());
         }
+    }
+}
+
+/// What a read-modify-write does with the key it read.
+enum Change<T> {
+    /// Answer this without writing.
+    Done(T),
+    /// Store the value over what was read, then answer this. `idempotent` as in
+    /// [`write`].
+    Write {
+        value: Bytes,
+        idempotent: bool,
+        answer: T,
+    },
+    /// Delete what was read, then answer this.
+    Delete(T),
+}
+
+/// Read-modify-write of one key: `change` sees the leader's copy and says what to
+/// do, which is done only if the key is still as read. When another write got in
+/// between, it starts again from a fresh read after a short pause, until the
+/// deadline.
+async fn read_modify_write<T>(
+    kv: &kv::Store,
+    key: &str,
+    deadline: Deadline,
+    what: &str,
+    mut change: impl FnMut(&Slot) -> Result<Change<T>, StoreError>,
+) -> Result<T, StoreError> {
+    let mut backoff = Backoff::new(deadline);
+    loop {
+        let slot = read(kv, key, deadline).await?;
+        let done = match change(&slot)? {
+            Change::Done(answer) => Some(answer),
+            Change::Write {
+                value,
+                idempotent,
+                answer,
+            } => match write(kv, key, value, slot.current(), idempotent, deadline).await {
+                Ok(_) => Some(answer),
+                Err(StoreError::Conflict { .. }) => None,
+                Err(e) => return Err(e),
+            },
+            Change::Delete(answer) => purge_at(kv, key, slot.revision, deadline)
+                .await?
+                .then_some(answer),
+        };
+        if let Some(answer) = done {
+            return Ok(answer);
+        }
+        backoff
+            .pause(Pause::InFlight, what, &"the key kept changing")
+            .await?;
     }
 }
 
@@ -776,19 +867,13 @@ async fn delete_existing(
     deadline: Deadline,
 ) -> Result<bool, StoreError> {
     let what = format!("deleting from {}", kv.name);
-    let mut backoff = Backoff::new(deadline);
-    loop {
-        let slot = read(kv, key, deadline).await?;
-        if slot.value.is_none() {
-            return Ok(false);
-        }
-        if purge_at(kv, key, slot.revision, deadline).await? {
-            return Ok(true);
-        }
-        backoff
-            .pause(Pause::InFlight, &what, &"the key kept changing")
-            .await?;
-    }
+    read_modify_write(kv, key, deadline, &what, |slot| {
+        Ok(match slot.value {
+            None => Change::Done(false),
+            Some(_) => Change::Delete(true),
+        })
+    })
+    .await
 }
 
 /// The live keys of a bucket, as the stream leader delivers them.
@@ -920,10 +1005,10 @@ impl Inner {
     }
 
     async fn reserve_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
-        let deadline = self.deadline();
-        let mut backoff = Backoff::new(deadline);
-        loop {
-            let slot = read(&self.meta, IDS_KEY, deadline).await?;
+        // A conflict: another node reserved meanwhile (or our timed-out write
+        // landed, and its range stays unused); reserved again from a fresh read.
+        let what = "reserving identifiers";
+        read_modify_write(&self.meta, IDS_KEY, self.deadline(), what, |slot| {
             let start = match &slot.value {
                 None => FIRST_ID,
                 Some(v) => std::str::from_utf8(v)
@@ -938,47 +1023,28 @@ impl Inner {
                 .checked_add(count)
                 .filter(|e| *e < MAX_ID)
                 .ok_or_else(|| StoreError::Unavailable("identifiers exhausted".into()))?;
-            let value = Bytes::from(end.to_string());
-            match write(&self.meta, IDS_KEY, value, slot.current(), false, deadline).await {
-                Ok(_) => return Ok(start..end),
-                // Another node reserved meanwhile (or our timed-out write landed).
-                Err(StoreError::Conflict { .. }) => {
-                    backoff
-                        .pause(Pause::InFlight, "reserving identifiers", &"contention")
-                        .await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            Ok(Change::Write {
+                value: Bytes::from(end.to_string()),
+                idempotent: false,
+                answer: start..end,
+            })
+        })
+        .await
     }
 
     async fn update_account(&self, key: String, value: Bytes) -> Result<bool, StoreError> {
-        let deadline = self.deadline();
-        let mut backoff = Backoff::new(deadline);
-        loop {
-            let slot = read(&self.accounts, &key, deadline).await?;
-            if slot.value.is_none() {
-                return Ok(false);
-            }
-            match write(
-                &self.accounts,
-                &key,
-                value.clone(),
-                slot.revision,
-                true,
-                deadline,
-            )
-            .await
-            {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => {
-                    backoff
-                        .pause(Pause::InFlight, "updating an account", &"contention")
-                        .await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let what = "updating an account";
+        read_modify_write(&self.accounts, &key, self.deadline(), what, |slot| {
+            Ok(match slot.value {
+                None => Change::Done(false),
+                Some(_) => Change::Write {
+                    value: value.clone(),
+                    idempotent: true,
+                    answer: true,
+                },
+            })
+        })
+        .await
     }
 
     async fn sessions(&self, deadline: Deadline) -> Result<Vec<(Live, SessionRecord)>, StoreError> {
