@@ -192,3 +192,30 @@ impl Stores {
         Ok(Stores::from_one(Arc::new(NatsStore::open(options)?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_debug_shows_no_secrets() {
+        let a = Account {
+            uri: UserUri::parse("a@x.com").unwrap(),
+            display_name: "A".into(),
+            password_hash: "argon2-hash".into(),
+            nt_hash_sealed: vec![0xab, 0xcd],
+            created: Timestamp::from_millis(5),
+            disabled: false,
+        };
+        let shown = format!("{a:?}");
+        assert!(shown.contains("a@x.com"), "{shown}");
+        assert!(
+            !shown.contains("password_hash") && !shown.contains("argon2-hash"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("nt_hash_sealed") && !shown.contains("171"),
+            "{shown}"
+        );
+    }
+}

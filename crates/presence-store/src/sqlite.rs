@@ -548,18 +548,16 @@ impl DirectoryStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use presence_model::Container;
-    use std::sync::Arc;
+    //! SQLite's own mechanics. The ports' contract is checked against this store by
+    //! the conformance suite (`tests/sqlite.rs`).
 
-    fn uri(s: &str) -> UserUri {
-        UserUri::parse(s).unwrap()
-    }
+    use super::*;
+    use std::sync::Arc;
 
     fn record(u: &str) -> DocRecord {
         DocRecord {
-            uri: uri(u),
-            containers: Container::defaults(),
+            uri: UserUri::parse(u).unwrap(),
+            containers: presence_model::Container::defaults(),
             instances: vec![],
             subscribers: vec![],
             contacts: Default::default(),
@@ -568,53 +566,76 @@ mod tests {
         }
     }
 
+    /// Jobs queued while the writer is busy make its next batch, in one
+    /// transaction: a job later in the batch sees the earlier ones' writes, readers
+    /// do not, and no caller hears back, until the batch commits.
     #[test]
-    fn documents_are_compare_and_set_and_survive_reopen() {
+    fn writes_queued_together_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).unwrap();
-            assert_eq!(s.save(&record("a@x.com"), 0).unwrap(), 1);
-            assert_eq!(s.save(&record("b@x.com"), 0).unwrap(), 1);
-            assert_eq!(s.save(&record("a@x.com"), 1).unwrap(), 2);
-            // A writer that read revision 1 lost the race: nothing is written.
-            let mut stale = record("a@x.com");
-            stale.disabled = true;
-            assert!(matches!(
-                s.save(&stale, 1),
-                Err(StoreError::Conflict { current: 2 })
-            ));
-            assert!(matches!(
-                s.save(&record("a@x.com"), 0),
-                Err(StoreError::Conflict { current: 2 })
-            ));
-            assert!(matches!(
-                s.save(&record("new@x.com"), 3),
-                Err(StoreError::Conflict { current: 0 })
-            ));
-        }
         let s = SqliteStore::open(dir.path()).unwrap();
-        let mut all = s.load_all().unwrap();
-        all.sort_by(|a, b| a.value.uri.cmp(&b.value.uri));
+        let reader = connect(&dir.path().join(DB_FILE)).unwrap();
+        let stored = |conn: &Connection, uri: &str| -> bool {
+            conn.query_row(
+                "SELECT count(*) FROM presentities WHERE uri = ?1",
+                [uri],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        };
+        let (ack, acks) = mpsc::channel();
+        let acks = Arc::new(Mutex::new(acks));
+        let save = |uri: &'static str| -> Job {
+            let ack = ack.clone();
+            let doc = serde_json::to_string(&record(uri)).unwrap();
+            Box::new(move |conn| {
+                let ok = save_doc(conn, uri, &doc, 0).is_ok();
+                let finish: Finish =
+                    Box::new(move |commit| ack.send((uri, commit.is_ok())).unwrap());
+                (ok, finish)
+            })
+        };
+        let (seen_tx, seen) = mpsc::channel();
+        let probe: Job = {
+            let acks = acks.clone();
+            Box::new(move |conn| {
+                let acked = acks.lock().try_recv().is_ok();
+                let seen = (stored(conn, "a@x.com"), stored(conn, "b@x.com"));
+                seen_tx
+                    .send((seen, stored(&reader, "a@x.com"), acked))
+                    .unwrap();
+                (true, Box::new(|_| {}))
+            })
+        };
+        let queue = s.jobs.lock().clone();
+        let batch = [save("a@x.com"), save("b@x.com"), probe];
+        s.write(move |_| {
+            for job in batch {
+                queue.send(job).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(
-            all,
-            vec![
-                Versioned {
-                    value: record("a@x.com"),
-                    revision: 2
-                },
-                Versioned {
-                    value: record("b@x.com"),
-                    revision: 1
-                }
-            ]
+            seen.recv().unwrap(),
+            ((true, true), false, false),
+            "in the writer's transaction, not committed, not acknowledged"
         );
-        DocumentStore::delete(&s, &uri("b@x.com")).unwrap();
-        assert_eq!(s.load(&uri("b@x.com")).unwrap(), None);
-        assert_eq!(s.save(&record("b@x.com"), 0).unwrap(), 1, "created again");
+        let acks = acks.lock();
+        let mut acked = [acks.recv().unwrap(), acks.recv().unwrap()];
+        acked.sort();
+        assert_eq!(acked, [("a@x.com", true), ("b@x.com", true)]);
+        assert!(
+            s.load(&UserUri::parse("b@x.com").unwrap())
+                .unwrap()
+                .is_some()
+        );
     }
 
+    /// Many writers at once, each on its own key: every write lands, and revisions
+    /// count each key's writes.
     #[test]
-    fn concurrent_writers_share_commits_and_lose_nothing() {
+    fn concurrent_writers_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let threads: Vec<_> = (0..16)
@@ -633,126 +654,45 @@ mod tests {
         for t in threads {
             assert_eq!(t.join().unwrap(), 50);
         }
-        // Sixteen writers on one key: every increment lands exactly once.
-        let hot = record("hot@x.com");
-        let writers: Vec<_> = (0..8)
-            .map(|_| {
-                let (s, hot) = (s.clone(), hot.clone());
-                std::thread::spawn(move || {
-                    let mut done = 0;
-                    while done < 20 {
-                        let rev = s.load(&hot.uri).unwrap().map_or(0, |v| v.revision);
-                        match s.save(&hot, rev) {
-                            Ok(_) => done += 1,
-                            Err(StoreError::Conflict { .. }) => {}
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(s.load(&hot.uri).unwrap().unwrap().revision, 160);
+        assert_eq!(s.load_all().unwrap().len(), 16);
     }
 
+    /// Identifiers used to come from the clock (start-up milliseconds x 1024): the
+    /// counter the migration to schema 4 creates starts above any of those, and a
+    /// store reopened goes on where it was (no second migration).
     #[test]
-    fn one_failed_write_does_not_spoil_its_batch() {
+    fn identifiers_start_above_clock_ids_and_go_on_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        s.save(&record("a@x.com"), 0).unwrap();
-        let results = s.save_many(&[
-            (record("a@x.com"), 7),
-            (record("b@x.com"), 0),
-            (record("a@x.com"), 1),
-        ]);
-        assert!(matches!(
-            results[0],
-            Err(StoreError::Conflict { current: 1 })
-        ));
-        assert_eq!(results[1].as_ref().unwrap(), &1);
-        assert_eq!(results[2].as_ref().unwrap(), &2);
-    }
-
-    #[test]
-    fn reserved_ids_never_repeat_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+        let floor = now_millis() * 1024;
         let first = SqliteStore::open(dir.path())
             .unwrap()
             .reserve_ids(1024)
             .unwrap();
+        assert!(first.start >= floor, "{first:?} below {floor}");
         let s = SqliteStore::open(dir.path()).unwrap();
         let second = s.reserve_ids(1024).unwrap();
         assert_eq!(first.end, second.start);
         assert_eq!(second.end - second.start, 1024);
         assert!(second.end < MAX_ID);
-    }
+        s.save(&record("a@x.com"), 0).unwrap();
+        drop(s);
 
-    #[test]
-    fn accounts_and_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        let mut a = Account {
-            uri: uri("a@x.com"),
-            display_name: "A".into(),
-            password_hash: "h".into(),
-            nt_hash_sealed: vec![1, 2, 3],
-            created: Timestamp::from_millis(5),
-            disabled: false,
-        };
-        assert!(AccountStore::insert(&s, &a).unwrap());
-        assert!(
-            !AccountStore::insert(&s, &a).unwrap(),
-            "duplicate insert refused"
-        );
-        a.display_name = "Ay".into();
-        assert!(s.update(&a).unwrap());
-        assert_eq!(AccountStore::get(&s, &a.uri).unwrap(), Some(a.clone()));
-        assert_eq!(s.list().unwrap().len(), 1);
-        let session = |ms| SessionRecord {
-            uri: a.uri.clone(),
-            expires: Timestamp::from_millis(ms),
-        };
-        SessionStore::insert(&s, b"h1", &session(100)).unwrap();
-        SessionStore::insert(&s, b"h2", &session(10)).unwrap();
-        assert_eq!(SessionStore::get(&s, b"h1").unwrap(), Some(session(100)));
-        assert_eq!(SessionStore::get(&s, b"nope").unwrap(), None);
-        assert_eq!(s.delete_expired(Timestamp::from_millis(50)).unwrap(), 1);
-        assert!(SessionStore::delete(&s, b"h1").unwrap());
-        assert!(!SessionStore::delete(&s, b"h1").unwrap());
-        SessionStore::insert(&s, b"h3", &session(100)).unwrap();
-        assert_eq!(s.delete_of(&a.uri).unwrap(), 1);
-        assert!(AccountStore::delete(&s, &a.uri).unwrap());
-        assert!(!AccountStore::delete(&s, &a.uri).unwrap());
-        assert!(
-            !format!("{a:?}").contains("password_hash"),
-            "no secrets in Debug"
-        );
-    }
-
-    #[test]
-    fn directory_rows_replace_by_key_and_uri() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        let row = |key: &str, u: &str, fp: &str| DirectoryUser {
-            key: key.into(),
-            uri: uri(u),
-            dn: Some(format!("cn={key}")),
-            fingerprint: fp.into(),
-            enabled: true,
-        };
-        s.save_rows(&[row("k1", "a@x.com", "1"), row("k2", "b@x.com", "1")])
+        // A database of schema 3, from before the counter: migrated, data kept.
+        let conn = connect(&dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch("DROP TABLE counters; PRAGMA user_version = 3;")
             .unwrap();
-        s.save_rows(&[row("k1", "a@x.com", "2")]).unwrap();
-        // A new key for an existing URI (the entry was recreated) replaces the old row.
-        s.save_rows(&[row("k3", "b@x.com", "1")]).unwrap();
-        let mut rows = s.rows().unwrap();
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
-        assert_eq!(
-            rows,
-            vec![row("k1", "a@x.com", "2"), row("k3", "b@x.com", "1")]
-        );
-        assert_eq!(s.dn(&uri("b@x.com")).unwrap().as_deref(), Some("cn=k3"));
+        drop(conn);
+        let floor = now_millis() * 1024;
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let migrated = s.reserve_ids(1).unwrap();
+        assert!(migrated.start >= floor, "{migrated:?} below {floor}");
+        let a = s.load(&UserUri::parse("a@x.com").unwrap()).unwrap();
+        assert_eq!(a.map(|v| v.revision), Some(1));
+        let version: i64 = s
+            .read
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }
