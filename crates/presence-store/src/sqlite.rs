@@ -293,7 +293,17 @@ fn save_doc(
     if current != expected {
         return Err(StoreError::Conflict { current });
     }
-    let next = current + 1;
+    // Revisions come from one counter for all documents, as a KV bucket's sequence
+    // does: a document deleted and created again never repeats a revision, so a
+    // writer holding the old one cannot overwrite the new document.
+    let next = conn
+        .prepare_cached(
+            "INSERT INTO counters (name, next)
+             VALUES ('revisions', (SELECT COALESCE(MAX(revision), 0) + 1 FROM presentities))
+             ON CONFLICT(name) DO UPDATE SET next = next + 1
+             RETURNING next",
+        )?
+        .query_row([], |r| r.get::<_, i64>(0))? as Revision;
     conn.prepare_cached(
         "INSERT INTO presentities (uri, revision, doc) VALUES (?1, ?2, ?3)
          ON CONFLICT(uri) DO UPDATE SET doc = excluded.doc, revision = excluded.revision",
@@ -632,8 +642,8 @@ mod tests {
         );
     }
 
-    /// Many writers at once, each on its own key: every write lands, and revisions
-    /// count each key's writes.
+    /// Many writers at once, each on its own key: every write lands, each key's
+    /// revisions rise, and no two writes share a revision (one counter for all).
     #[test]
     fn concurrent_writers_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -643,17 +653,23 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     let r = record(&format!("u{t}@x.com"));
-                    let mut rev = 0;
+                    let mut revisions = vec![0];
                     for _ in 0..50 {
-                        rev = s.save(&r, rev).unwrap();
+                        let rev = s.save(&r, *revisions.last().unwrap()).unwrap();
+                        revisions.push(rev);
                     }
-                    rev
+                    revisions
                 })
             })
             .collect();
+        let mut all = std::collections::BTreeSet::new();
         for t in threads {
-            assert_eq!(t.join().unwrap(), 50);
+            let revisions = t.join().unwrap();
+            assert_eq!(revisions.len(), 51);
+            assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+            all.extend(revisions.into_iter().skip(1));
         }
+        assert_eq!(all.len(), 16 * 50, "no revision given twice");
         assert_eq!(s.load_all().unwrap().len(), 16);
     }
 

@@ -144,7 +144,10 @@ pub fn documents_are_compare_and_set(b: &impl Backend) {
     assert_eq!(docs.load(&uri("b@x.com")).unwrap(), None);
     assert_conflict(docs.save(&changed("b@x.com"), b1), 0);
     let b2 = docs.save(&changed("b@x.com"), 0).unwrap();
-    assert!(b2 > 0, "created again");
+    assert!(
+        b2 > b1,
+        "created again, with a revision a writer of the old document never held"
+    );
     assert_eq!(
         sorted(docs.load_all().unwrap()),
         vec![
