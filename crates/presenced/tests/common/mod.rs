@@ -2,6 +2,7 @@
 //! over real sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod nats;
 pub mod sip;
 pub mod sipe;
