@@ -143,19 +143,23 @@ impl Cluster {
     ) -> Result<Arc<Cluster>> {
         let js = async_nats::jetstream::new(client.clone());
         let bucket = format!("{}_leases", config.bucket_prefix);
-        let leases = match js.get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    num_replicas: config.replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("creating the lease bucket {bucket}"))?,
-        };
+        let leases = retry_while_starting(|| async {
+            match js.get_key_value(&bucket).await {
+                Ok(store) => Ok(store),
+                Err(_) => {
+                    js.create_key_value(kv::Config {
+                        bucket: bucket.clone(),
+                        history: 1,
+                        num_replicas: config.replicas,
+                        storage: async_nats::jetstream::stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("creating the lease bucket {bucket}"))?;
         let shared = Arc::new(Shared {
             node: config.node_id.clone(),
             subject_prefix: config.subject_prefix.clone(),
