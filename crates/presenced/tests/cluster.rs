@@ -465,14 +465,10 @@ async fn endpoints_of_one_user_on_two_nodes_aggregate_as_on_one_server() {
     drop(ws2);
 }
 
-// 5 ---------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_of_a_killed_node_are_reaped_within_the_lease() {
-    const LEASE: u64 = 3;
-    let nats = NatsCluster::start(3);
-    let d = Deployment::new(&nats, LEASE);
-    d.add_users(&users(&[(ALICE, "Alice"), (BOB, "Bob")]), PW);
+/// Alice on node A watching Bob, whose only endpoint, on node B, is available; once
+/// node B's lease has been renewed with Bob in it (at once on change and every
+/// lease/3), so a kill does not race that first renewal.
+async fn bob_available_on_node_b(d: &Deployment) -> BobOnB {
     let a = d.start(0, &[]);
     let b = d.start(1, &[]);
     let alice_token = sign_in(&a, ALICE, PW).await;
@@ -489,9 +485,42 @@ async fn endpoints_of_a_killed_node_are_reaped_within_the_lease() {
             view_availability(v) == Some(3500)
         })
         .await;
-    // Let node B's lease be renewed with Bob in it (it renews at once on change and
-    // every lease/3), so the kill is not racing the first renewal.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    BobOnB {
+        a,
+        b,
+        alice,
+        alice_token,
+        bob_token,
+        bob_ws,
+    }
+}
+
+struct BobOnB {
+    a: Server,
+    b: Server,
+    alice: Watcher,
+    alice_token: String,
+    bob_token: String,
+    bob_ws: Ws,
+}
+
+// 5 ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_a_killed_node_are_reaped_within_the_lease() {
+    const LEASE: u64 = 3;
+    let nats = NatsCluster::start(3);
+    let d = Deployment::new(&nats, LEASE);
+    d.add_users(&users(&[(ALICE, "Alice"), (BOB, "Bob")]), PW);
+    let BobOnB {
+        a,
+        b,
+        mut alice,
+        alice_token,
+        bob_token: _,
+        bob_ws,
+    } = bob_available_on_node_b(&d).await;
 
     let killed = Instant::now();
     b.kill9();
@@ -1217,23 +1246,15 @@ async fn a_node_restarted_after_a_kill_removes_its_previous_runs_endpoints() {
     let nats = NatsCluster::start(3);
     let d = Deployment::new(&nats, LEASE);
     d.add_users(&users(&[(ALICE, "Alice"), (BOB, "Bob")]), PW);
-    let a = d.start(0, &[]);
-    let b = d.start(1, &[]);
-    let alice_token = sign_in(&a, ALICE, PW).await;
-    let bob_token = sign_in(&b, BOB, PW).await;
-    let mut alice = Watcher::subscribe(&a, &alice_token, &[BOB], &["state"]).await;
-    let bob_ws = b.ws(&bob_token).await;
-    let (s, r) = Api::new(&b, &bob_token)
-        .publish(machine_publication(bob_ws.endpoint, 0, 3500))
-        .await;
-    assert_eq!(s, 200, "{r}");
-    alice
-        .wait_for(BOB, WAIT, "bob available on node A", |v| {
-            view_availability(v) == Some(3500)
-        })
-        .await;
-    // Node B's lease lists Bob once it has been renewed after his sign-in.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Node A must stay up (a field bound to `_` would be dropped at once).
+    let BobOnB {
+        a: _a,
+        b,
+        mut alice,
+        alice_token: _,
+        bob_token,
+        bob_ws,
+    } = bob_available_on_node_b(&d).await;
 
     b.kill9();
     drop(bob_ws);
